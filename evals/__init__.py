@@ -1,0 +1,1 @@
+"""Evaluations of dense and pruned models."""

@@ -1,0 +1,284 @@
+"""Masks: choosing which weights to keep, storing them, applying them.
+
+A mask set is a mapping from HF parameter name to a bool array of that
+parameter's HF shape [out, in]; True means the weight is kept.
+
+The selection functions are pure and jit-able. Ties are broken stably by input
+index (the lower index is pruned first), as ``torch.sort(..., stable=True)`` does
+in the official Wanda code.
+
+Example:
+  >>> scores = jnp.array([[3., 1., 2., 0.]])
+  >>> unstructured(scores, sparsity=0.5)
+  Array([[ True, False,  True, False]], dtype=bool)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune.errors import JaxpruneError
+
+log = logging.getLogger(__name__)
+
+MASKS_DIRNAME = "masks"
+
+
+# --------------------------------------------------------------------------- #
+# Patterns
+# --------------------------------------------------------------------------- #
+
+
+@dataclasses.dataclass(frozen=True)
+class Pattern:
+  """A sparsity pattern: unstructured at a ratio, or N pruned in every M.
+
+  ``n``/``m`` follow the Wanda code's ``prune_n``/``prune_m``: in every group of
+  ``m`` consecutive input columns of a row, the ``n`` lowest scores are pruned
+  (so 2:4 prunes 2 of 4, i.e. 50%).
+  """
+
+  sparsity: float
+  n: int = 0
+  m: int = 0
+
+  @property
+  def structured(self) -> bool:
+    return self.m > 0
+
+  def __str__(self) -> str:
+    return f"{self.n}:{self.m}" if self.structured else "unstructured"
+
+
+def parse_pattern(pattern: str, sparsity: float) -> Pattern:
+  """Parse ``unstructured`` or ``N:M``; check the sparsity range."""
+  if pattern == "unstructured":
+    if not 0.0 <= sparsity < 1.0:
+      raise JaxpruneError(
+          f"sparsity {sparsity} is out of range: give a value in [0, 1), e.g. --sparsity 0.5"
+      )
+    return Pattern(sparsity=float(sparsity))
+  parts = pattern.split(":")
+  if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+    raise JaxpruneError(
+        f"unknown pattern {pattern!r}: use 'unstructured' or N:M such as 2:4 or 4:8"
+    )
+  n, m = int(parts[0]), int(parts[1])
+  if not 0 < n < m:
+    raise JaxpruneError(f"pattern {pattern}: N must be in 1..M-1 (N < M), e.g. 2:4")
+  return Pattern(sparsity=n / m, n=n, m=m)
+
+
+def check_pattern_fits(pattern: Pattern, in_features: int, name: str) -> None:
+  """N:M needs every row to split into whole groups of M."""
+  if pattern.structured and in_features % pattern.m:
+    raise JaxpruneError(
+        f"{name} has {in_features} input features, not divisible by M={pattern.m}:"
+        f" choose an M that divides {in_features}"
+    )
+
+
+# --------------------------------------------------------------------------- #
+# Selection (pure, jit-able)
+# --------------------------------------------------------------------------- #
+
+
+def _lowest_k_pruned(scores: jax.Array, k: int) -> jax.Array:
+  """Keep-mask pruning the ``k`` lowest scores along the last axis (stable)."""
+  if k == 0:
+    return jnp.ones(scores.shape, bool)
+  order = jnp.argsort(scores, axis=-1, stable=True)
+  ranks = jnp.argsort(order, axis=-1, stable=True)
+  return ranks >= k
+
+
+def unstructured(scores: jax.Array, sparsity: float) -> jax.Array:
+  """Prune exactly floor(in * sparsity) lowest scores in every output row."""
+  return _lowest_k_pruned(scores, int(scores.shape[-1] * sparsity))
+
+
+def n_of_m(scores: jax.Array, n: int, m: int) -> jax.Array:
+  """Prune the ``n`` lowest scores in every group of ``m`` consecutive inputs."""
+  out, inp = scores.shape
+  grouped = scores.reshape(out, inp // m, m)
+  return _lowest_k_pruned(grouped, n).reshape(out, inp)
+
+
+def per_matrix(scores: jax.Array, sparsity: float) -> jax.Array:
+  """Prune the floor(numel * sparsity) lowest scores of the whole matrix."""
+  flat = scores.reshape(-1)
+  return _lowest_k_pruned(flat, int(flat.shape[0] * sparsity)).reshape(scores.shape)
+
+
+def select(scores: jax.Array, pattern: Pattern, *, per_row: bool = True) -> jax.Array:
+  """The keep-mask for ``scores`` under ``pattern``."""
+  if pattern.structured:
+    return n_of_m(scores, pattern.n, pattern.m)
+  if per_row:
+    return unstructured(scores, pattern.sparsity)
+  return per_matrix(scores, pattern.sparsity)
+
+
+# --------------------------------------------------------------------------- #
+# Packing: 1 bit per weight
+# --------------------------------------------------------------------------- #
+
+
+def pack(mask: np.ndarray) -> np.ndarray:
+  """Pack a bool [out, in] mask into uint8 [out, ceil(in/8)] (little bit order)."""
+  return np.packbits(np.asarray(mask, bool), axis=-1, bitorder="little")
+
+
+def unpack(packed: np.ndarray, in_features: int) -> np.ndarray:
+  """Inverse of `pack`."""
+  return np.unpackbits(np.asarray(packed, np.uint8), axis=-1, count=in_features, bitorder="little").astype(bool)
+
+
+# --------------------------------------------------------------------------- #
+# Storage (Orbax)
+# --------------------------------------------------------------------------- #
+
+
+def _key(name: str) -> str:
+  # Orbax turns pytree keys into file names; keep them free of dots.
+  return name.replace(".", "__")
+
+
+def _unkey(key: str) -> str:
+  return key.replace("__", ".")
+
+
+def save(path: str | os.PathLike, masks: Mapping[str, Any], metadata: Mapping[str, Any] | None = None) -> Path:
+  """Save masks (packed, 1 bit per weight) and JSON metadata with Orbax.
+
+  Every process of a multi-host run must call this; Orbax writes to a
+  temporary directory and renames it when complete, so a crash never leaves a
+  half-written checkpoint.
+  """
+  import orbax.checkpoint as ocp
+
+  path = Path(path).absolute()
+  if path.exists():
+    raise JaxpruneError(f"{path} already exists: choose another path or delete it")
+  shapes = {name: list(np.shape(m)) for name, m in masks.items()}
+  packed = {_key(name): pack(np.asarray(m)) for name, m in masks.items()}
+  meta = {"format": "jaxprune-masks/1", "shapes": shapes, **dict(metadata or {})}
+  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+    ckptr.save(
+        path,
+        args=ocp.args.Composite(
+            masks=ocp.args.StandardSave(packed),
+            metadata=ocp.args.JsonSave(meta),
+        ),
+    )
+  return path
+
+
+def _resolve(path: str | os.PathLike) -> Path:
+  path = Path(path)
+  if not (path / "metadata").is_dir() and (path / MASKS_DIRNAME / "metadata").is_dir():
+    path = path / MASKS_DIRNAME
+  if not (path / "metadata").is_dir() or not (path / "masks").is_dir():
+    raise JaxpruneError(
+        f"no masks found at {path}: pass a run directory written by `jaxprune prune`"
+        " (it holds masks/) or a path written by jaxprune.masks.save"
+    )
+  return path
+
+
+def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
+  """The JSON metadata saved with the masks (cheap: reads no arrays)."""
+  import orbax.checkpoint as ocp
+
+  path = _resolve(path)
+  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+    restored = ckptr.restore(path, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
+  return dict(restored.metadata)
+
+
+def load_packed(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """Packed masks (uint8 [out, ceil(in/8)]) and metadata, without unpacking."""
+  import orbax.checkpoint as ocp
+
+  path = _resolve(path)
+  metadata = load_metadata(path)
+  target = {
+      _key(name): jax.ShapeDtypeStruct((shape[0], math.ceil(shape[1] / 8)), np.uint8)
+      for name, shape in metadata["shapes"].items()
+  }
+  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+    restored = ckptr.restore(
+        path, args=ocp.args.Composite(masks=ocp.args.StandardRestore(target))
+    )
+  packed = {_unkey(k): np.asarray(v) for k, v in restored.masks.items()}
+  return packed, metadata
+
+
+def load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """Masks (bool [out, in] per HF parameter name) and their metadata."""
+  packed, metadata = load_packed(path)
+  masks = {
+      name: unpack(packed[name], metadata["shapes"][name][1])
+      for name in metadata["shapes"]
+  }
+  return masks, metadata
+
+
+# --------------------------------------------------------------------------- #
+# Applying
+# --------------------------------------------------------------------------- #
+
+
+def apply(model, masks: Mapping[str, Any]):
+  """A copy of the penzai ``model`` with the pruned weights set to zero.
+
+  Raises `JaxpruneError` when a mask names a linear the model lacks or has
+  another shape (masks from another model).
+  """
+  from jaxprune import weights
+
+  linears = weights.prunable_linears(model, names=set(masks))
+  missing = sorted(set(masks) - set(linears))
+  if missing:
+    raise JaxpruneError(
+        f"masks name {len(missing)} linears this model lacks (first: {missing[0]}):"
+        " these masks come from another model; pass the model they were made for"
+    )
+  for name, linear in linears.items():
+    outs, ins = weights.axis_sizes(linear)
+    want = (math.prod(outs), math.prod(ins))
+    if tuple(np.shape(masks[name])) != want:
+      raise JaxpruneError(
+          f"mask {name} has shape {tuple(np.shape(masks[name]))} but the model's"
+          f" weight is {want}: these masks come from another model"
+      )
+
+  def zero_pruned(name, matrix):
+    if name not in masks:
+      return None
+    return jnp.where(jnp.asarray(masks[name]), matrix, jnp.zeros((), matrix.dtype))
+
+  return weights.map_linear_weights(model, zero_pruned)
+
+
+def sparsity_report(masks: Mapping[str, Any]) -> dict[str, float]:
+  """Fraction of pruned weights per matrix, and ``__total__`` overall."""
+  report, pruned, total = {}, 0, 0
+  for name, mask in masks.items():
+    mask = np.asarray(mask)
+    report[name] = float(1.0 - mask.mean()) if mask.size else 0.0
+    pruned += int(mask.size - mask.sum())
+    total += mask.size
+  report["__total__"] = pruned / total if total else 0.0
+  return report
