@@ -55,8 +55,8 @@ def prunable_linears(model: pz.nn.Layer, names=None) -> dict[str, pz.nn.Linear]:
   found = {}
   for linear in model.select().at_instances_of(pz.nn.Linear).get_sequence():
     label = getattr(linear.weights, "label", None)
-    if label is None:
-      continue
+    if label is None or not (linear.in_axis_names and linear.out_axis_names):
+      continue  # norm scales are Linears with parallel axes only
     if (names is None and ".layers." in label) or (names is not None and label in names):
       found[label] = linear
   return found
@@ -74,7 +74,7 @@ def map_linear_weights(
 
   def rewrite(linear: pz.nn.Linear) -> pz.nn.Linear:
     label = getattr(linear.weights, "label", None)
-    if label is None:
+    if label is None or not (linear.in_axis_names and linear.out_axis_names):
       return linear
     new = fn(label, hf_matrix(linear))
     if new is None:

@@ -1,0 +1,13 @@
+"""Checkpoints <-> penzai: HF safetensors folders, GGUF files, built-in models."""
+
+from converters.builtin import BUILTINS
+from converters.loading import LoadedModel, describe, format_description, load_model
+
+__all__ = ["BUILTINS", "LoadedModel", "describe", "format_description", "load_model", "export_hf"]
+
+
+def export_hf(loaded, out_dir, *, masks=None):
+  """Write ``loaded`` (optionally masked) as a transformers-loadable HF folder."""
+  from converters.export import export_hf as _export
+
+  return _export(loaded, out_dir, masks=masks)
