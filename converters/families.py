@@ -251,7 +251,7 @@ def hf_shape(layout: tuple[dict[str, int], dict[str, int]]) -> tuple[int, ...]:
 
 def _with_bias(seq: pz.nn.Sequential, bias_name: str) -> pz.nn.Sequential:
   """Insert an AddBias right after the projection (before RoPE)."""
-  return pz.nn.Sequential([seq.sublayers[0], pz.nn.AddBias(bias=pz.ParameterSlot(bias_name)), *seq.sublayers[1:]])
+  return pz.nn.Sequential([seq.sublayers[0], pz.nn.AddBias(bias=pz.ParameterSlot(bias_name), new_axis_names=()), *seq.sublayers[1:]])
 
 
 def _with_qk_norm(seq: pz.nn.Sequential, norm_name: str, eps: float, dtype) -> pz.nn.Sequential:

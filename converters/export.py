@@ -1,0 +1,116 @@
+"""penzai -> Hugging Face: write a folder that transformers loads as is.
+
+Weights are written shard by shard (5 GB shards with an index, as
+``save_pretrained`` does), so host memory holds one shard at a time. The folder
+is assembled under a temporary name next to the target and renamed at the end:
+an interrupted export never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from penzai import pz
+
+from converters import families
+from jaxprune import masks as masks_lib
+from jaxprune.errors import JaxpruneError
+
+log = logging.getLogger(__name__)
+
+MAX_SHARD_SIZE = "5GB"
+
+
+def hf_state(model, config) -> dict[str, Any]:
+  """``{hf_name: array in HF layout}`` of every parameter (lazy per tensor)."""
+  layouts = families.layouts(config)
+  params = {p.label: p for p in pz.unbind_params(model)[1]}
+  state = {}
+  for name, (outs, ins) in layouts.items():
+    value = params[name].value
+    data = value.unwrap(*outs, *ins) if (outs or ins) else value.unwrap()
+    state[name] = data.reshape(families.hf_shape((outs, ins)))
+  if families.tied(config):
+    state.pop("lm_head.weight", None)  # transformers re-ties it to the embedding
+  return state
+
+
+def _write_weights(state: Mapping[str, Any], folder: Path) -> None:
+  from huggingface_hub import split_state_dict_into_shards_factory
+  from safetensors.numpy import save_file
+
+  split = split_state_dict_into_shards_factory(
+      dict(state),
+      get_storage_size=lambda a: int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize,
+      get_storage_id=lambda a: None,
+      filename_pattern="model{suffix}.safetensors",
+      max_shard_size=MAX_SHARD_SIZE,
+  )
+  for filename, names in split.filename_to_tensors.items():
+    shard = {name: np.ascontiguousarray(np.asarray(state[name])) for name in names}
+    save_file(shard, str(folder / filename), metadata={"format": "pt"})
+    del shard
+  if split.is_sharded:
+    index = {"metadata": {"total_size": sum(
+        int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in state.values())},
+        "weight_map": split.tensor_to_filename}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+def _write_config(loaded, folder: Path, dtype) -> None:
+  from transformers import GenerationConfig
+
+  config = copy.deepcopy(loaded.config)
+  config.dtype = str(np.dtype(dtype)) if np.dtype(dtype) != np.dtype("bfloat16") else "bfloat16"
+  config.architectures = [_causal_lm_class(config)]
+  config.save_pretrained(str(folder))
+  try:
+    GenerationConfig.from_model_config(config).save_pretrained(str(folder))
+  except Exception as err:  # a config without generation fields still loads
+    log.warning("no generation_config.json written (%s)", err)
+
+
+def _causal_lm_class(config) -> str:
+  from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+  return MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type, "AutoModelForCausalLM")
+
+
+def export_hf(loaded, out_dir: str | os.PathLike, *, masks: Mapping[str, Any] | None = None,
+              overwrite: bool = False) -> Path:
+  """Write ``loaded`` (with ``masks`` applied, zeros stored densely) as an HF folder.
+
+  Example:
+    >>> export_hf(load_model("smollm2-135m"), "out/smollm2-python", masks=masks)
+    >>> AutoModelForCausalLM.from_pretrained("out/smollm2-python")
+  """
+  out = Path(out_dir).absolute()
+  if out.exists() and any(out.iterdir()) and not overwrite:
+    raise JaxpruneError(f"{out} already exists and is not empty: choose another --out or pass --overwrite")
+  model = masks_lib.apply(loaded.model, masks) if masks else loaded.model
+  out.parent.mkdir(parents=True, exist_ok=True)
+  tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+  try:
+    state = hf_state(model, loaded.config)
+    dtype = next(iter(state.values())).dtype
+    _write_weights(state, tmp)
+    _write_config(loaded, tmp, dtype)
+    if loaded.tokenizer is not None:
+      loaded.tokenizer.save_pretrained(str(tmp))
+    if out.exists():
+      shutil.rmtree(out)
+    os.replace(tmp, out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  log.info("exported %s to %s", loaded.source, out)
+  return out
