@@ -175,7 +175,7 @@ class Run:
 
 def read_run(path: str | os.PathLike, label: str | None = None) -> Run:
   """Read run.json and the masks' metadata (no arrays)."""
-  path = Path(path)
+  path = Path(path).absolute()  # Orbax restores only from absolute paths.
   if not path.exists():
     raise JaxpruneError(f"run directory {path} does not exist: pass a directory written by `jaxprune prune`")
   info: dict[str, Any] = {}
@@ -191,7 +191,7 @@ def read_run(path: str | os.PathLike, label: str | None = None) -> Run:
   calibration = info.get("calibration") or {}
   return Run(
       path=path,
-      label=label or path.absolute().name,
+      label=label or path.name,
       model=dict(info.get("model") or {}),
       domain=calibration.get("source"),
       options=dict(info.get("options") or {}),
@@ -289,6 +289,16 @@ def mean_distance(rows: Sequence[Row], run_a: str, run_b: str) -> float:
   """Unweighted mean over matrices of one pair (every matrix counts once)."""
   ds = [r.distance for r in rows if {r.run_a, r.run_b} == {run_a, run_b}]
   return float(np.mean(ds)) if ds else 0.0
+
+
+def kept_fraction(rows: Sequence[Row], label: str) -> float:
+  """Fraction of weights run ``label`` keeps, over all compared matrices."""
+  kept, numel = {}, {}
+  for r in rows:
+    if label in (r.run_a, r.run_b):
+      kept[r.name] = r.kept_a if r.run_a == label else r.kept_b
+      numel[r.name] = r.numel
+  return sum(kept.values()) / max(1, sum(numel.values()))
 
 
 def distance_matrix(rows: Sequence[Row], labels: Sequence[str]) -> np.ndarray:
