@@ -1,0 +1,284 @@
+"""Calibration and held-out token windows from a domain's real text.
+
+A domain is a named corpus (`python`, `java`, `cpp`, `javascript`, `english`,
+`translation`, `math`, `generic`; see `jaxprune.corpora`), a local dataset
+(``hf:<name-or-path>[:split][:field]``; see `jaxprune.hfdata`), or a local
+file, folder or glob of text.
+
+`sample` follows Wanda's C4 loader: a seeded choice of documents, a random
+window of ``seqlen`` tokens from a document longer than that; documents that
+are shorter (code instructions, translation pairs) are packed, separated by
+EOS. Draws alternate evenly between a corpus's projects. `held_out` cuts
+non-overlapping windows from the files the calibration side never sees.
+
+Example:
+  >>> tokens = sample("python", tokenizer, n=128, seqlen=512, seed=0)  # int32 [128, 512]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxprune import corpora, hfdata
+from jaxprune.documents import (
+    HELD_OUT_FRACTION, Corpus, Doc, cut, describe_skips, list_tree, read_text, split, tree_group)
+from jaxprune.errors import JaxpruneError
+
+log = logging.getLogger(__name__)
+
+CHARS_PER_TOKEN = 8
+"""A stretch of seqlen * 8 characters holds more than seqlen tokens of any text
+we know (code and prose run 3-5 characters per token): documents are
+tokenized only that far, never whole megabyte files for one window."""
+
+_GLOB_CHARS = "*?["
+
+
+def known_domains() -> str:
+  return ", ".join(corpora.DOMAINS) + ", hf:NAME_OR_PATH[:SPLIT][:FIELD], or a file, folder or glob of text"
+
+
+def _local(spec: str, root: Path) -> Corpus:
+  """A corpus of local text: every file below a folder, one file, or a glob's matches."""
+  path = Path(spec).expanduser()
+  if any(c in spec for c in _GLOB_CHARS) and not path.exists():
+    matches = sorted(p for p in glob.glob(os.path.expanduser(spec), recursive=True) if os.path.isfile(p))
+    if not matches:
+      raise JaxpruneError(f"glob {spec!r} matches no files: check the pattern (quote it so the shell keeps it)")
+    base = Path(os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in matches]))
+    keys = tuple(sorted(Path(os.path.abspath(p)).relative_to(base).as_posix() for p in matches))
+    return Corpus(spec, (tree_group("local", base, keys, {"glob": spec}),))
+  if path.is_dir():
+    keys = list_tree(path)
+    if not keys:
+      raise JaxpruneError(f"folder {path} has no files: put text files in it or choose another domain")
+    return Corpus(spec, (tree_group("local", path, keys),))
+  if hfdata.is_data_file(path):
+    return Corpus(spec, (hfdata.dataset_group(hfdata.HfSpec(str(path)), root),))
+  if path.is_file():
+    return Corpus(spec, (tree_group("local", path.parent, (path.name,)),))
+  raise JaxpruneError(f"unknown calibration domain {spec!r}: use one of {known_domains()}")
+
+
+def resolve(domain: str, *, cache_dir: str | os.PathLike | None = None) -> Corpus:
+  """The corpus a domain string names; one-line errors for anything unusable."""
+  root = corpora.cache_root(cache_dir)
+  if domain in corpora.DOMAINS:
+    return corpora.build(domain, root)
+  if domain.startswith("hf:"):
+    return Corpus(domain, (hfdata.dataset_group(hfdata.parse(domain), root),))
+  return _local(domain, root)
+
+
+# --------------------------------------------------------------------------- #
+# Sampling core (pure given the corpus readers and the tokenizer)
+# --------------------------------------------------------------------------- #
+
+
+def _sides(corpus: Corpus) -> tuple[list[list[str]], list[list[str]], bool]:
+  """Calibration keys, held-out keys per group, and whether the split is positional.
+
+  With too few units for a hash split (a single file), every document gives
+  its head to calibration and its tail to held-out instead.
+  """
+  calib, held = split(corpus)
+  if any(calib) and any(held):
+    return calib, held, False
+  every = [list(g.keys) for g in corpus.groups]
+  return every, every, True
+
+
+@dataclasses.dataclass
+class _Side:
+  """Reads documents' text for one side of the split; records each one's outcome once."""
+
+  corpus: Corpus
+  positional: bool
+  held_out: bool
+  seen: dict[Doc, str] = dataclasses.field(default_factory=dict)
+
+  def __call__(self, doc: Doc) -> str | None:
+    text, self.seen[doc] = read_text(self.corpus, doc)
+    if text is not None and self.positional:
+      text = cut(text, self.held_out)
+    return text if text and text.strip() else None
+
+  def report(self, domain: str, what: str) -> None:
+    """Log what was read; binary and non-UTF-8 files are a warning, as the user may not expect them."""
+    level = logging.WARNING if {"binary", "non-UTF-8"} & set(self.seen.values()) else logging.INFO
+    log.log(level, "%s: %s from documents: %s", domain, what, describe_skips(self.seen.values()))
+
+
+def _encoder(tokenizer) -> tuple[Callable[[str], list[int]], int]:
+  """Token ids of a text without added BOS/EOS (literal special-token text stays text), and EOS."""
+  eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+  if eos is None:
+    raise JaxpruneError("the tokenizer has no EOS token: packing short documents needs one; set tokenizer.eos_token")
+
+  def encode(text: str) -> list[int]:
+    return list(tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True, verbose=False))
+
+  return encode, int(eos)
+
+
+def _order(keys: list[list[str]], rng: np.random.Generator) -> Iterator[Doc]:
+  """One pass over every document: each step picks a project uniformly, then its next document."""
+  perms = [rng.permutation(len(k)) for k in keys]
+  pos = [0] * len(keys)
+  active = [g for g, k in enumerate(keys) if k]
+  while active:
+    g = active[int(rng.integers(len(active)))]
+    yield g, keys[g][perms[g][pos[g]]]
+    pos[g] += 1
+    if pos[g] == len(keys[g]):
+      active.remove(g)
+
+
+def _stretch(text: str, limit: int, rng: np.random.Generator) -> tuple[str, bool]:
+  """A random stretch of at most ``limit`` characters cut at line ends, and whether it is cut."""
+  if len(text) <= limit:
+    return text, False
+  start = int(rng.integers(0, len(text) - limit + 1))
+  if start and (nl := text.find("\n", start, start + limit // 2)) >= 0:
+    start = nl + 1
+  end = start + limit
+  if (nl := text.rfind("\n", start + limit // 2, end)) >= 0:
+    end = nl + 1
+  return text[start:end], True
+
+
+def draw(keys: list[list[str]], text_of: _Side, encode: Callable[[str], list[int]], eos: int, n: int, seqlen: int, rng: np.random.Generator, domain: str) -> np.ndarray:
+  """``n`` rows of ``seqlen`` tokens: random windows of long documents, short ones packed with EOS."""
+  rows: list[list[int]] = []
+  buf: list[int] = []
+  limit = seqlen * CHARS_PER_TOKEN
+  first = True
+  while len(rows) < n:
+    readable = 0
+    for doc in _order(keys, rng):
+      text = text_of(doc)
+      if text is None:
+        continue
+      readable += 1
+      if not buf:
+        piece, was_cut = _stretch(text, limit, rng)
+        toks = encode(piece)[: -1 if was_cut else None]  # a cut may split the last token
+        if len(toks) > seqlen:
+          start = int(rng.integers(0, len(toks) - seqlen + 1))
+          rows.append(toks[start:start + seqlen])
+        else:
+          buf = toks + [eos]
+      else:
+        buf += encode(text[:limit]) + [eos]
+      if len(buf) >= seqlen:
+        rows.append(buf[:seqlen])
+        buf = []
+      if len(rows) == n:
+        break
+    else:
+      if not readable:
+        raise JaxpruneError(
+            f"{domain}: no readable text on the calibration side ({describe_skips(text_of.seen.values())}):"
+            " give UTF-8 text files")
+      if first:
+        total = sum(len(encode(t)) + 1 for d in _order(keys, np.random.default_rng(0)) if (t := text_of(d)))
+        if total < n * seqlen:
+          raise JaxpruneError(
+              f"{domain}: the calibration side has {total:,} tokens, fewer than nsamples x seqlen ="
+              f" {n} x {seqlen} = {n * seqlen:,}: add text or lower nsamples/seqlen"
+          )
+      first = False  # enough text: further passes draw new windows from the same documents
+  return np.asarray(rows, np.int32)
+
+
+def _check(n: int, seqlen: int, what: str = "nsamples") -> None:
+  if n < 1 or seqlen < 1:
+    raise JaxpruneError(f"{what} and seqlen must be at least 1 (got {n} and {seqlen})")
+
+
+def sample(domain: str, tokenizer, n: int, seqlen: int, seed: int, *,
+           cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+  """``n`` calibration sequences of ``seqlen`` tokens, int32 [n, seqlen], the same for a seed anywhere."""
+  _check(n, seqlen)
+  corpus = resolve(domain, cache_dir=cache_dir)
+  calib, _, positional = _sides(corpus)
+  encode, eos = _encoder(tokenizer)
+  side = _Side(corpus, positional, held_out=False)
+  rows = draw(calib, side, encode, eos, n, seqlen, np.random.default_rng(seed), domain)
+  side.report(domain, f"{n} x {seqlen} calibration tokens")
+  return rows
+
+
+def _held_out_order(corpus: Corpus, held: list[list[str]]) -> Iterator[Doc]:
+  """Held-out documents in a fixed order, no seed: one per project in turn, each in hash order."""
+  def rank(g: int, key: str) -> bytes:
+    return hashlib.sha256(f"order/{corpus.groups[g].name}/{key}".encode()).digest()
+
+  queues = [sorted(keys, key=lambda k, g=g: rank(g, k)) for g, keys in enumerate(held)]
+  for i in range(max(map(len, queues), default=0)):
+    yield from ((g, q[i]) for g, q in enumerate(queues) if i < len(q))
+
+
+def held_out(domain: str, tokenizer, seqlen: int, max_windows: int, *,
+             cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+  """Up to ``max_windows`` non-overlapping windows, int32 [k, seqlen], of text calibration never sees.
+
+  Documents are joined with EOS (as Wanda's eval joins its test set) and each
+  gives at most seqlen * CHARS_PER_TOKEN characters, so windows span many files.
+  """
+  _check(max_windows, seqlen, "max_windows")
+  corpus = resolve(domain, cache_dir=cache_dir)
+  _, held, positional = _sides(corpus)
+  encode, eos = _encoder(tokenizer)
+  text_of = _Side(corpus, positional, held_out=True)
+  stream: list[int] = []
+  for doc in _held_out_order(corpus, held):
+    if (text := text_of(doc)) is not None:
+      stream += encode(text if positional else text[:seqlen * CHARS_PER_TOKEN]) + [eos]
+      if len(stream) >= max_windows * seqlen:
+        break
+  k = min(max_windows, len(stream) // seqlen)
+  if k == 0:
+    raise JaxpruneError(
+        f"{domain}: the held-out side has {len(stream):,} tokens, fewer than one window of {seqlen}:"
+        " add text or lower seqlen"
+    )
+  text_of.report(domain, f"{k} held-out windows of {seqlen}")
+  return np.asarray(stream[:k * seqlen], np.int32).reshape(k, seqlen)
+
+
+def describe(domain: str, *, cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+  """Provenance of a domain for run.json and `jaxprune corpora list`: source, licence, size, readiness."""
+  named = corpora.DOMAINS.get(domain)
+  head: dict[str, Any] = {"domain": domain}
+  if named:
+    head |= {"kind": named.kind, "source": named.summary}
+  try:
+    corpus = resolve(domain, cache_dir=cache_dir)
+  except corpora.NotReady as err:
+    if named is None:
+      raise
+    return head | {"ready": False, "fix": str(err)}
+  calib, held, positional = _sides(corpus)
+  groups = [{"name": g.name, "documents": len(g.keys), "bytes": g.size(), **g.info} for g in corpus.groups]
+  return head | {
+      "ready": True,
+      "licence": "; ".join(sorted({str(g.get("licence", "unknown")) for g in groups})),
+      "documents": sum(g["documents"] for g in groups),
+      "bytes": sum(g["bytes"] for g in groups),
+      "calibration_documents": sum(map(len, calib)),
+      "held_out_documents": 0 if positional else sum(map(len, held)),
+      "split": (f"last {HELD_OUT_FRACTION:.0%} of each document held out (too few files to split by file)"
+                if positional else f"by sha256 of each file's relative path, {HELD_OUT_FRACTION:.0%} held out"),
+      "groups": groups,
+      **corpus.info,
+  }
