@@ -1,0 +1,416 @@
+"""The pruning driver: block by block, jit-compiled, sharded over devices.
+
+For every decoder block:
+  1. insert `InputProbe`s in front of its prunable linears (model surgery),
+  2. run the dense block over the calibration activations, micro-batch by
+     micro-batch, with one jit-compiled function that returns the block's
+     outputs and the statistics of all its linears,
+  3. score every linear (the only method-specific step) and choose masks,
+  4. (sequential) re-run the pruned block on the same inputs; its outputs are
+     the next block's inputs.
+
+Calibration activations are sharded over a ``data`` mesh axis spanning all
+devices (across hosts too, under `jax.distributed`); statistics are summed
+across it by XLA. Only one block's weights and activations are live at a time.
+This module is the only place that calls `jax.jit` or builds a mesh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from penzai import pz
+from penzai.models.transformer import model_parts
+
+from jaxprune import masks as masks_lib
+from jaxprune import scores, sparsegpt, stats, weights
+from jaxprune.errors import JaxpruneError
+from jaxprune.spec import block_relative
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneConfig:
+  """Options of one pruning run (everything that changes the masks).
+
+  Attributes:
+    sparsity: fraction pruned (unstructured); ignored for N:M.
+    pattern: ``unstructured`` or ``N:M``.
+    method: ``wanda``, ``magnitude``, ``ria`` or ``sparsegpt``.
+    sequential: take each block's statistics from the outputs of the already
+      pruned blocks (as the official Wanda) instead of the dense model.
+    microbatch: calibration sequences per jit call (rounded up to a multiple of
+      the device count); bounds activation memory.
+    per_row: magnitude only: one threshold per row instead of per matrix.
+    ria_exponent: RIA's exponent on the activation norm.
+    block_sparsity: optional per-block sparsities (OWL); overrides
+      ``sparsity`` for unstructured patterns.
+  """
+
+  sparsity: float = 0.5
+  pattern: str = "unstructured"
+  method: str = "wanda"
+  sequential: bool = True
+  microbatch: int = 8
+  per_row: bool = False
+  ria_exponent: float = 0.5
+  sparsegpt_blocksize: int = 128
+  sparsegpt_percdamp: float = 0.01
+  block_sparsity: tuple[float, ...] | None = None
+
+  def validate(self) -> masks_lib.Pattern:
+    if self.method not in scores.METHODS:
+      raise JaxpruneError(f"unknown method {self.method!r}: choose one of {', '.join(scores.METHODS)}")
+    if self.microbatch < 1:
+      raise JaxpruneError(f"microbatch {self.microbatch} must be at least 1")
+    return masks_lib.parse_pattern(self.pattern, self.sparsity)
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneResult:
+  """Masks (HF name -> bool [out, in], True = kept) and what produced them.
+
+  Attributes:
+    masks: the keep-masks.
+    statistics: HF name -> Wanda's per-input-feature statistic [in].
+    report: HF name -> achieved sparsity, plus ``__total__``.
+    weights: HF name -> updated weights [out, in] (SparseGPT only, else empty).
+    block_sparsity: the sparsity each block was pruned at.
+    timings: seconds per phase.
+  """
+
+  masks: dict[str, np.ndarray]
+  statistics: dict[str, np.ndarray]
+  report: dict[str, float]
+  weights: dict[str, np.ndarray]
+  block_sparsity: tuple[float, ...]
+  timings: dict[str, float]
+
+
+# --------------------------------------------------------------------------- #
+# Model structure
+# --------------------------------------------------------------------------- #
+
+
+def split_blocks(model) -> tuple[pz.nn.Layer, list[pz.nn.Layer], pz.nn.Layer]:
+  """(embedding prefix, decoder blocks, head) of a penzai TransformerLM."""
+  body = model.body.sublayers
+  index = [i for i, layer in enumerate(body) if isinstance(layer, model_parts.TransformerBlock)]
+  if not index:
+    raise JaxpruneError("the model has no TransformerBlock: load it with converters.load_model")
+  return (
+      pz.nn.Sequential(list(body[: index[0]])),
+      [body[i] for i in index],
+      pz.nn.Sequential(list(body[index[-1] + 1 :])),
+  )
+
+
+def with_blocks(model, blocks: Sequence[pz.nn.Layer]):
+  """``model`` with its decoder blocks replaced (in order)."""
+  body = list(model.body.sublayers)
+  index = [i for i, layer in enumerate(body) if isinstance(layer, model_parts.TransformerBlock)]
+  for i, block in zip(index, blocks):
+    body[i] = block
+  return dataclasses.replace(model, body=pz.nn.Sequential(body))
+
+
+def _canonical(tree):
+  """Unbind variables and give them block-relative labels.
+
+  Labels are static metadata of the jitted function's arguments; making them
+  the same for every block lets all blocks share one compiled function.
+  """
+  tree_def, values = pz.unbind_variables(tree, freeze=True)
+  tree_def = (
+      tree_def.select()
+      .at_instances_of(pz.ParameterSlot | pz.StateVariableSlot)
+      .apply(lambda s: dataclasses.replace(s, label=block_relative(str(s.label))))
+  )
+  values = [dataclasses.replace(v, label=block_relative(str(v.label))) for v in values]
+  return tree_def, values
+
+
+# --------------------------------------------------------------------------- #
+# Pure step functions (jit-compiled by the driver below)
+# --------------------------------------------------------------------------- #
+
+
+def embed(prefix, tokens: jax.Array) -> jax.Array:
+  """Token ids [batch, seq] -> residual stream [batch, seq, embedding]."""
+  out = prefix(pz.nx.wrap(tokens).tag("batch", "seq"))
+  return out.unwrap("batch", "seq", "embedding")
+
+
+def block_forward(block_def, values, x: jax.Array, weight: jax.Array):
+  """Run one block; return its outputs and the final probe statistics."""
+  variables = [v.unfreeze_as_copy() for v in values]
+  block = pz.bind_variables(block_def, variables)
+  positions = pz.nx.arange("seq", x.shape[1])
+  out = block(
+      pz.nx.wrap(x).tag("batch", "seq", "embedding"),
+      token_positions=positions,
+      **{stats.SAMPLE_WEIGHT: pz.nx.wrap(weight).tag("batch")},
+  )
+  states = [v.freeze() for v in variables if isinstance(v, pz.StateVariable)]
+  return out.unwrap("batch", "seq", "embedding"), states
+
+
+def choose_mask(w: jax.Array, sq_norm: jax.Array, method: str, pattern: masks_lib.Pattern,
+                per_row: bool, ria_exponent: float) -> jax.Array:
+  """Keep-mask of one linear from its weights and input statistic."""
+  if method == "ria":
+    score = scores.ria(w, sq_norm, ria_exponent)
+  else:
+    score = scores.SCORES[method](w, sq_norm)
+  return masks_lib.select(score, pattern, per_row=per_row or method != "magnitude")
+
+
+_embed = jax.jit(embed)
+_block_forward = jax.jit(block_forward)
+_choose_mask = jax.jit(choose_mask, static_argnames=("method", "pattern", "per_row", "ria_exponent"))
+
+
+# --------------------------------------------------------------------------- #
+# Driver
+# --------------------------------------------------------------------------- #
+
+
+def data_mesh(devices=None) -> Mesh:
+  """A 1-D mesh named ``data`` over all (global) devices."""
+  devices = np.asarray(devices if devices is not None else jax.devices())
+  return Mesh(devices.reshape(-1), ("data",))
+
+
+def _check_tokens(tokens, vocab_size: int | None, max_positions: int | None) -> np.ndarray:
+  tokens = np.asarray(tokens)
+  if tokens.ndim != 2 or tokens.size == 0:
+    raise JaxpruneError(
+        f"calibration tokens must be a non-empty int array [n, seqlen], got shape {tokens.shape}"
+    )
+  if not np.issubdtype(tokens.dtype, np.integer):
+    raise JaxpruneError(f"calibration tokens must be integers, got {tokens.dtype}")
+  if tokens.shape[1] < 2:
+    raise JaxpruneError(f"calibration seqlen {tokens.shape[1]} is too short: use at least 2 tokens")
+  if max_positions and tokens.shape[1] > max_positions:
+    raise JaxpruneError(
+        f"calibration seqlen {tokens.shape[1]} exceeds the model's context of {max_positions}:"
+        f" use --seqlen {max_positions} or less"
+    )
+  if vocab_size and (tokens.min() < 0 or tokens.max() >= vocab_size):
+    raise JaxpruneError(f"calibration tokens fall outside the vocabulary [0, {vocab_size}): wrong tokenizer?")
+  return tokens.astype(np.int32)
+
+
+@dataclasses.dataclass
+class _Batches:
+  """Calibration activations as a list of sharded micro-batches."""
+
+  x: list[jax.Array]
+  weight: list[jax.Array]
+
+
+def _sample_weights(n: int, microbatch: int, mesh: Mesh) -> list[jax.Array]:
+  """Per-sequence weights of each micro-batch: 1 for real, 0 for padding.
+
+  Micro-batches have a fixed size (a multiple of the device count), so one
+  compiled function serves them all; padding sequences contribute nothing.
+  """
+  devices = mesh.devices.size
+  mb = math.ceil(microbatch / devices) * devices
+  padded = math.ceil(n / mb) * mb
+  w = np.zeros((padded,), np.float32)
+  w[:n] = 1.0
+  sharding = NamedSharding(mesh, PartitionSpec("data"))
+  return [jax.device_put(w[i : i + mb], sharding) for i in range(0, padded, mb)]
+
+
+def _microbatches(tokens: np.ndarray, microbatch: int, mesh: Mesh, prefix) -> _Batches:
+  ws = _sample_weights(tokens.shape[0], microbatch, mesh)
+  mb = ws[0].shape[0]
+  tok = np.zeros((mb * len(ws), tokens.shape[1]), np.int32)
+  tok[: tokens.shape[0]] = tokens
+  sharding = NamedSharding(mesh, PartitionSpec("data"))
+  prefix = jax.device_put(pz.freeze_params(prefix), NamedSharding(mesh, PartitionSpec()))
+  xs = [_embed(prefix, jax.device_put(tok[i : i + mb], sharding)) for i in range(0, tok.shape[0], mb)]
+  return _Batches(xs, ws)
+
+
+def _run(block, batches: _Batches, mesh: Mesh, *, probe_names: set[str] | None, with_gram: bool):
+  """Forward ``block`` over all micro-batches; return (outputs, stats by name)."""
+  if probe_names:
+    block = stats.insert_probes(block, probe_names, with_gram)
+  block_def, values = _canonical(block)
+  # Weights and statistics replicated on every device: one sharding for every
+  # call, so the compiled function is reused across micro-batches and blocks.
+  values = jax.device_put(values, NamedSharding(mesh, PartitionSpec()))
+  state_labels = [v.label for v in values if isinstance(v, pz.StateVariableValue)]
+  fixed = [v for v in values if not isinstance(v, pz.StateVariableValue)]
+  state = [v for v in values if isinstance(v, pz.StateVariableValue)]
+  outs = []
+  for x, w in zip(batches.x, batches.weight):
+    y, state = _block_forward(block_def, fixed + state, x, w)
+    outs.append(y)
+  by_label = {s.label: s.value for s in state}
+  return outs, [(label, by_label[label]) for label in state_labels]
+
+
+def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstructured",
+          method: str = "wanda", sequential: bool = True, config: PruneConfig | None = None,
+          mesh: Mesh | None = None, max_positions: int | None = None,
+          resume: Any = None, on_block: Callable[[int, int, dict], None] | None = None) -> PruneResult:
+  """Prune the decoder-block linears of a penzai model.
+
+  Args:
+    model: a penzai TransformerLM (or a `converters.LoadedModel`).
+    calib_tokens: int array [n, seqlen] of calibration sequences.
+    sparsity, pattern, method, sequential: see `PruneConfig` (ignored when
+      ``config`` is given).
+    config: all options at once.
+    mesh: device mesh with a ``data`` axis (default: all devices).
+    max_positions: the model's context length, to reject longer calibration.
+    resume: a `jaxprune.resume.BlockCheckpointer` that saves state after each
+      block and restores it on a rerun.
+    on_block: called as ``on_block(done_blocks, total_blocks, info)``.
+
+  Returns:
+    a `PruneResult`.
+
+  Example:
+    >>> result = prune(loaded.model, tokens, sparsity=0.5)
+    >>> pruned = masks.apply(loaded.model, result.masks)
+  """
+  config = config or PruneConfig(sparsity=sparsity, pattern=pattern, method=method, sequential=sequential)
+  base_pattern = config.validate()
+  spec = getattr(model, "spec", None)
+  lm = getattr(model, "model", model)
+  if spec is not None:
+    max_positions = max_positions or spec.max_positions
+  mesh = mesh or data_mesh()
+  prefix, blocks, _ = split_blocks(lm)
+  vocab = getattr(getattr(lm, "metadata", None), "vocab_size", None)
+  needs_calibration = scores.NEEDS_CALIBRATION[config.method]
+  tokens = _check_tokens(calib_tokens, vocab, max_positions) if needs_calibration else None
+  per_block = config.block_sparsity
+  if per_block is not None and len(per_block) != len(blocks):
+    raise JaxpruneError(f"block_sparsity has {len(per_block)} entries for {len(blocks)} blocks")
+
+  timings = {"calibration_forward": 0.0, "masks": 0.0, "pruned_forward": 0.0, "checkpoint": 0.0}
+  result_masks: dict[str, np.ndarray] = {}
+  result_stats: dict[str, np.ndarray] = {}
+  new_weights: dict[str, np.ndarray] = {}
+  start_block, batches = 0, None
+  if resume is not None:
+    restored = resume.restore(mesh)
+    if restored is not None:
+      start_block, result_masks, result_stats, new_weights, xs = restored
+      if xs is not None:
+        batches = _Batches(xs, _sample_weights(tokens.shape[0], config.microbatch, mesh))
+      log.info("resuming after block %d", start_block)
+  if needs_calibration and batches is None:
+    t0 = time.perf_counter()
+    batches = _microbatches(tokens, config.microbatch, mesh, prefix)
+    timings["calibration_forward"] += time.perf_counter() - t0
+
+  sparsities = []
+  for b, block in enumerate(blocks):
+    block_pattern = base_pattern
+    if per_block is not None and not base_pattern.structured:
+      block_pattern = masks_lib.Pattern(sparsity=float(per_block[b]))
+    sparsities.append(block_pattern.sparsity)
+    if b < start_block:
+      continue
+    linears = weights.prunable_linears(block)
+    for name, linear in linears.items():
+      masks_lib.check_pattern_fits(block_pattern, math.prod(weights.axis_sizes(linear)[1]), name)
+    collected: dict[str, stats.Finalized] = {}
+    dense_out = None
+    if needs_calibration:
+      t0 = time.perf_counter()
+      dense_out, states = _run(block, batches, mesh, probe_names=set(linears), with_gram=config.method == "sparsegpt")
+      for label, state in states:
+        name = label.removeprefix("stats:").replace(".layers.#.", f".layers.{_block_index(linears)}.", 1)
+        collected[name] = stats.finalize(state)
+      timings["calibration_forward"] += time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    block_masks, block_weights = {}, {}
+    for name, linear in linears.items():
+      w = weights.hf_matrix(linear)
+      if config.method == "sparsegpt":
+        new_w, keep = sparsegpt.prune(w, collected[name].hessian, block_pattern,
+                                      config.sparsegpt_blocksize, config.sparsegpt_percdamp)
+        block_weights[name] = new_w
+      else:
+        sq = collected[name].sq_norm if name in collected else jnp.ones((w.shape[1],), jnp.float32)
+        keep = _choose_mask(w, sq, config.method, block_pattern, config.per_row, config.ria_exponent)
+      block_masks[name] = keep
+      if name in collected:
+        result_stats[name] = np.asarray(collected[name].sq_norm)
+    block_masks = {k: np.asarray(v) for k, v in block_masks.items()}
+    result_masks.update(block_masks)
+    timings["masks"] += time.perf_counter() - t0
+
+    if needs_calibration:
+      if config.sequential:
+        t0 = time.perf_counter()
+        pruned = _prune_block(block, block_masks, block_weights)
+        batches = _Batches(_run(pruned, batches, mesh, probe_names=None, with_gram=False)[0], batches.weight)
+        timings["pruned_forward"] += time.perf_counter() - t0
+      else:
+        batches = _Batches(dense_out, batches.weight)
+    new_weights.update({k: np.asarray(v) for k, v in block_weights.items()})
+    if resume is not None:
+      t0 = time.perf_counter()
+      resume.save(b + 1, result_masks, result_stats, new_weights, batches.x if batches else None)
+      timings["checkpoint"] += time.perf_counter() - t0
+    if on_block is not None:
+      on_block(b + 1, len(blocks), {"sparsity": block_pattern.sparsity})
+
+  if resume is not None:
+    resume.finish()
+  return PruneResult(
+      masks=result_masks,
+      statistics=result_stats,
+      report=masks_lib.sparsity_report(result_masks),
+      weights=new_weights,
+      block_sparsity=tuple(sparsities),
+      timings=timings,
+  )
+
+
+def _block_index(linears: Mapping[str, Any]) -> int:
+  from jaxprune.spec import block_of
+
+  return block_of(next(iter(linears)))
+
+
+def _prune_block(block, block_masks: Mapping[str, np.ndarray], new_weights: Mapping[str, jax.Array]):
+  """The block with pruned weights zeroed (or replaced, for SparseGPT)."""
+
+  def rewrite(name, matrix):
+    if name in new_weights:
+      return jnp.where(jnp.asarray(block_masks[name]), new_weights[name], 0.0).astype(matrix.dtype)
+    if name in block_masks:
+      return jnp.where(jnp.asarray(block_masks[name]), matrix, jnp.zeros((), matrix.dtype))
+    return None
+
+  return weights.map_linear_weights(block, rewrite)
+
+
+def apply_result(model, result: PruneResult):
+  """The penzai model with a `PruneResult` applied (new weights, then masks)."""
+  lm = getattr(model, "model", model)
+  if result.weights:
+    lm = weights.map_linear_weights(lm, lambda n, m: jnp.asarray(result.weights[n]).astype(m.dtype)
+                                    if n in result.weights else None)
+  return masks_lib.apply(lm, result.masks)
