@@ -6,8 +6,8 @@ from converters.loading import LoadedModel, describe, format_description, load_m
 __all__ = ["BUILTINS", "LoadedModel", "describe", "format_description", "load_model", "export_hf"]
 
 
-def export_hf(loaded, out_dir, *, masks=None):
+def export_hf(loaded, out_dir, *, masks=None, overwrite=False):
   """Write ``loaded`` (optionally masked) as a transformers-loadable HF folder."""
   from converters.export import export_hf as _export
 
-  return _export(loaded, out_dir, masks=masks)
+  return _export(loaded, out_dir, masks=masks, overwrite=overwrite)

@@ -101,9 +101,119 @@ def _run_corpora(args) -> int:
 
 
 # --------------------------------------------------------------------------- #
+# prune
+# --------------------------------------------------------------------------- #
 
 
-COMMANDS = [_add_info, _add_compare, _add_corpora]
+def _add_prune(sub) -> None:
+  p = sub.add_parser("prune", help="prune a model with domain calibration data (Wanda by default)")
+  p.add_argument("--model", default=DEFAULT_MODEL, help="HF folder, .gguf file or built-in name (default: %(default)s)")
+  p.add_argument("--calib", default="python",
+                 help="calibration domain (python, java, cpp, javascript, english, ...), hf:NAME, or a text file/folder")
+  p.add_argument("--calib-tokens", default=None, help="explicit calibration tokens: a .npy int array [n, seqlen]")
+  p.add_argument("--sparsity", type=float, default=0.5, help="fraction of weights pruned (unstructured)")
+  p.add_argument("--pattern", default="unstructured", help="unstructured, or N:M such as 2:4 or 4:8")
+  p.add_argument("--method", default="wanda", help="wanda, magnitude, ria or sparsegpt")
+  p.add_argument("--nsamples", type=int, default=128, help="calibration sequences")
+  p.add_argument("--seqlen", type=int, default=512, help="tokens per calibration sequence")
+  p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
+  p.add_argument("--no-sequential", dest="sequential", action="store_false",
+                 help="take every statistic from the dense model in one pass")
+  p.add_argument("--per-row", action="store_true", help="magnitude: one threshold per row, not per matrix")
+  p.add_argument("--microbatch", type=int, default=8, help="sequences per compiled step (memory bound)")
+  p.add_argument("--dtype", default=None, help="parameter dtype (float32, bfloat16); default: the checkpoint's")
+  p.add_argument("--out", required=True, help="run directory to write (masks + run.json)")
+  p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+  p.set_defaults(func=_run_prune)
+
+
+def _calibration_tokens(args, loaded):
+  """(tokens [n, seqlen], provenance) from --calib-tokens or --calib."""
+  import numpy as np
+
+  from jaxprune import calibration
+  from jaxprune.errors import JaxpruneError
+
+  if args.nsamples < 1:
+    raise JaxpruneError(f"--nsamples {args.nsamples} must be at least 1")
+  if args.seqlen < 2:
+    raise JaxpruneError(f"--seqlen {args.seqlen} must be at least 2")
+  if args.seqlen > loaded.spec.max_positions:
+    raise JaxpruneError(
+        f"--seqlen {args.seqlen} exceeds the model's context of {loaded.spec.max_positions}:"
+        f" use --seqlen {loaded.spec.max_positions} or less"
+    )
+  if args.calib_tokens:
+    try:
+      tokens = np.load(args.calib_tokens)
+    except (OSError, ValueError) as err:
+      raise JaxpruneError(f"--calib-tokens {args.calib_tokens} is not a readable .npy file ({err})") from None
+    return tokens, {"source": "tokens-file", "path": str(args.calib_tokens)}
+  if loaded.tokenizer is None:
+    raise JaxpruneError(f"{args.model} has no tokenizer files: pass --calib-tokens FILE.npy instead")
+  tokens = calibration.sample(args.calib, loaded.tokenizer, args.nsamples, args.seqlen, args.seed)
+  info = {"source": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen, "seed": args.seed}
+  try:
+    info["provenance"] = calibration.describe(args.calib)
+  except JaxpruneError:
+    pass
+  return tokens, info
+
+
+def _run_prune(args) -> int:
+  import converters
+  from jaxprune import pruning, runs, scores
+
+  config = pruning.PruneConfig(
+      sparsity=args.sparsity, pattern=args.pattern, method=args.method, sequential=args.sequential,
+      microbatch=args.microbatch, per_row=args.per_row,
+  )
+  config.validate()  # fail on bad options before the slow model load
+  loaded = converters.load_model(args.model, dtype=args.dtype)
+  if scores.NEEDS_CALIBRATION[args.method]:
+    tokens, info = _calibration_tokens(args, loaded)
+  else:
+    tokens, info = None, {"source": None}
+  bar = _progress(loaded.spec.num_layers, "blocks")
+  result = runs.prune_run(loaded, tokens, config, runs.RunConfig(out=args.out, overwrite=args.overwrite),
+                          calibration=info, on_block=lambda done, total, _: bar.update(done - bar.n))
+  bar.close()
+  print(f"pruned {len(result.masks)} matrices of {args.model} to {result.report['__total__']:.2%} sparsity"
+        f" ({config.method}, {config.pattern}); masks and run.json in {args.out}")
+  return 0
+
+
+def _progress(total: int, unit: str):
+  from tqdm.auto import tqdm
+
+  return tqdm(total=total, unit=unit, file=sys.stderr, disable=None)
+
+
+# --------------------------------------------------------------------------- #
+# export
+# --------------------------------------------------------------------------- #
+
+
+def _add_export(sub) -> None:
+  p = sub.add_parser("export", help="write a pruned model as a Hugging Face folder")
+  p.add_argument("--model", default=DEFAULT_MODEL, help="the model the run was pruned from")
+  p.add_argument("--masks", required=True, help="run directory written by `jaxprune prune`")
+  p.add_argument("--out", required=True, help="HF folder to write")
+  p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+  p.set_defaults(func=_run_export)
+
+
+def _run_export(args) -> int:
+  import converters
+  from jaxprune import runs
+
+  loaded = converters.load_model(args.model)
+  out = runs.export_run(loaded, args.masks, args.out, overwrite=args.overwrite, export_fn=converters.export_hf)
+  print(f"wrote {out} (load it with transformers.AutoModelForCausalLM.from_pretrained)")
+  return 0
+
+
+COMMANDS = [_add_info, _add_prune, _add_export, _add_compare, _add_corpora]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,129 @@
+"""Resumable pruning: Orbax state after every block.
+
+After block ``b`` the driver saves step ``b + 1``: the next block's input
+activations (sharded as they live on the devices), the masks and statistics so
+far, SparseGPT's updated weights, and a JSON fingerprint of the run's options.
+A rerun of the same command restores the latest step and carries on; masks
+come out identical to an uninterrupted run because the saved activations are
+exactly the ones the next block would have seen.
+
+Every process calls `save` (Orbax writes each host's shards and renames the
+step directory atomically once complete).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxprune import masks as masks_lib
+from jaxprune.errors import JaxpruneError
+
+log = logging.getLogger(__name__)
+
+
+def _key(name: str) -> str:
+  return name.replace(".", "__")
+
+
+def _unkey(key: str) -> str:
+  return key.replace("__", ".")
+
+
+class BlockCheckpointer:
+  """Saves and restores the pruning loop's state under ``directory``.
+
+  Args:
+    directory: where Orbax keeps the steps (e.g. ``RUN_DIR/state``).
+    fingerprint: JSON-able description of everything that determines the
+      masks; a saved state with another fingerprint is refused.
+    shapes: HF name -> [out, in] of every prunable linear (to restore masks).
+  """
+
+  def __init__(self, directory: str | Path, fingerprint: dict[str, Any], shapes: dict[str, tuple[int, int]]):
+    import orbax.checkpoint as ocp
+
+    self.directory = Path(directory).absolute()
+    self.fingerprint = fingerprint
+    self.shapes = shapes
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
+    )
+
+  def save(self, step: int, masks, statistics, new_weights, activations) -> None:
+    import orbax.checkpoint as ocp
+
+    arrays = {
+        "masks": {_key(k): masks_lib.pack(v) for k, v in masks.items()},
+        "statistics": {_key(k): np.asarray(v) for k, v in statistics.items()},
+        "weights": {_key(k): np.asarray(v) for k, v in new_weights.items()},
+        "activations": {f"mb{i:05d}": x for i, x in enumerate(activations or [])},
+    }
+    meta = {
+        "fingerprint": self.fingerprint,
+        "step": step,
+        "names": {"masks": sorted(masks), "statistics": sorted(statistics), "weights": sorted(new_weights)},
+        "activations": [list(x.shape) for x in (activations or [])],
+        "activation_dtype": str(activations[0].dtype) if activations else "float32",
+    }
+    self._manager.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
+    )
+    self._manager.wait_until_finished()
+
+  def restore(self, mesh):
+    """(next block, masks, statistics, weights, activations) or None."""
+    import orbax.checkpoint as ocp
+
+    step = self._manager.latest_step()
+    if step is None:
+      return None
+    meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    if meta["fingerprint"] != self.fingerprint:
+      raise JaxpruneError(
+          f"{self.directory} holds the state of a run with other options: rerun with the same options"
+          " to resume, or pass --overwrite to start over"
+      )
+    names = meta["names"]
+    sharded = NamedSharding(mesh, PartitionSpec("data"))
+    for shape in meta["activations"]:
+      if shape[0] % mesh.devices.size:
+        raise JaxpruneError(
+            f"saved micro-batches of {shape[0]} sequences do not split over {mesh.devices.size} devices:"
+            " resume on a device count that divides it, or pass --overwrite"
+        )
+    target = {
+        "masks": {
+            _key(n): jax.ShapeDtypeStruct((self.shapes[n][0], math.ceil(self.shapes[n][1] / 8)), np.uint8)
+            for n in names["masks"]
+        },
+        "statistics": {
+            _key(n): jax.ShapeDtypeStruct((self.shapes[n][1],), np.float32) for n in names["statistics"]
+        },
+        "weights": {_key(n): jax.ShapeDtypeStruct(tuple(self.shapes[n]), np.float32) for n in names["weights"]},
+        "activations": {
+            f"mb{i:05d}": jax.ShapeDtypeStruct(tuple(shape), jax.numpy.dtype(meta["activation_dtype"]),
+                                               sharding=sharded)
+            for i, shape in enumerate(meta["activations"])
+        },
+    }
+    state = self._manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+    ).state
+    masks = {_unkey(k): masks_lib.unpack(v, self.shapes[_unkey(k)][1]) for k, v in state["masks"].items()}
+    statistics = {_unkey(k): np.asarray(v) for k, v in state["statistics"].items()}
+    new_weights = {_unkey(k): np.asarray(v) for k, v in state["weights"].items()}
+    activations = [state["activations"][k] for k in sorted(state["activations"])] or None
+    return meta["step"], masks, statistics, new_weights, activations
+
+  def finish(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
