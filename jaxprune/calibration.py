@@ -156,6 +156,17 @@ def _stretch(text: str, limit: int, rng: np.random.Generator) -> tuple[str, bool
   return text[start:end], True
 
 
+def _count_tokens(keys: list[list[str]], text_of: _Side, encode: Callable[[str], list[int]], need: int) -> int:
+  """Tokens (with EOS) of the side, counted only until ``need``: never whole huge files."""
+  total = 0
+  for doc in ((g, k) for g, ks in enumerate(keys) for k in ks):
+    if (text := text_of(doc)) is not None:
+      total += len(encode(text[:(need - total) * CHARS_PER_TOKEN])) + 1
+      if total >= need:
+        break
+  return total
+
+
 def draw(keys: list[list[str]], text_of: _Side, encode: Callable[[str], list[int]], eos: int, n: int, seqlen: int, rng: np.random.Generator, domain: str) -> np.ndarray:
   """``n`` rows of ``seqlen`` tokens: random windows of long documents, short ones packed with EOS."""
   rows: list[list[int]] = []
@@ -190,7 +201,7 @@ def draw(keys: list[list[str]], text_of: _Side, encode: Callable[[str], list[int
             f"{domain}: no readable text on the calibration side ({describe_skips(text_of.seen.values())}):"
             " give UTF-8 text files")
       if first:
-        total = sum(len(encode(t)) + 1 for d in _order(keys, np.random.default_rng(0)) if (t := text_of(d)))
+        total = _count_tokens(keys, text_of, encode, n * seqlen)
         if total < n * seqlen:
           raise JaxpruneError(
               f"{domain}: the calibration side has {total:,} tokens, fewer than nsamples x seqlen ="

@@ -148,7 +148,7 @@ def describe_skips(outcomes: Iterable[str]) -> str:
   return f"{counts.get('ok', 0)} read" + (f"; skipped {skipped}" if skipped else "")
 
 
-_LICENCE = re.compile(r"copyright|licen[cs]e|spdx|all rights reserved", re.I)
+_LICENCE = re.compile(r"copyright|licen[cs]e|spdx|all rights reserved|\bGPL\b|general public|warranty", re.I)
 _C_COMMENT = re.compile(r"[ \t]*(?:/\*.*?\*/[ \t]*\n?|//[^\n]*\n?(?:[ \t]*//[^\n]*\n?)*)|[ \t]*\n", re.S)
 _HASH_COMMENT = re.compile(r"[ \t]*#[^\n]*\n?(?:[ \t]*#[^\n]*\n?)*|[ \t]*\n")
 
@@ -171,7 +171,8 @@ def strip_licence_header(text: str, style: str) -> str:
     pos = m.end()
   if not dropped:
     return text
-  return "".join(kept).lstrip("\n") + text[pos:]
+  prelude = re.sub(r"\n{3,}", "\n\n", "".join(kept)).lstrip("\n")
+  return prelude + text[pos:]
 
 
 def looks_minified(text: str) -> bool:

@@ -136,20 +136,20 @@ def parse(spec: str) -> HfSpec:
   return HfSpec(parts[0], (parts[1:2] or [None])[0] or None, (parts[2:3] or [None])[0] or None)
 
 
-def find_local(name: str, cache_root: Path) -> Path | None:
-  """Where a dataset name is on this machine: a path, CACHE/local/NAME or the hub cache."""
+def find_local(name: str, cache_root: Path) -> tuple[Path, bool] | None:
+  """Where a dataset is on this machine (a path, CACHE/local/NAME, the hub cache), and whether in the hub cache."""
   path = Path(name).expanduser()
   if path.exists():
-    return path
+    return path, False
   if (cache_root / "local" / name).exists():
-    return cache_root / "local" / name
+    return cache_root / "local" / name, False
   layout = LAYOUTS.get(name)
   hub_ids = layout.hub_ids if layout else ((name,) if "/" in name else ())
   for hub_id in hub_ids:
     try:
       from huggingface_hub import snapshot_download
 
-      return Path(snapshot_download(hub_id, repo_type="dataset", local_files_only=True))
+      return Path(snapshot_download(hub_id, repo_type="dataset", local_files_only=True)), True
     except Exception:  # not in the hub cache: try the next id
       continue
   return None
@@ -213,14 +213,16 @@ def dataset_group(spec: HfSpec, cache_root: Path, group_name: str | None = None)
   """A group whose documents are the rows of a local dataset (one unit per row)."""
   label = f"hf:{spec.name}"
   layout = LAYOUTS.get(spec.name)
-  path = find_local(spec.name, cache_root)
-  if path is None:
+  found = find_local(spec.name, cache_root)
+  if found is None:
     known = f"put its files in {cache_root / 'local' / spec.name} or " if layout else ""
     raise JaxpruneError(
         f"{label}: no such file, folder or locally cached dataset: {known}give a local path"
         " (jaxprune never downloads datasets)"
     )
-  ds, split = _load(path, layout.config if layout else None, spec.split, cache_root, label)
+  path, from_hub = found
+  # a hub snapshot holds every config of the dataset; the user's own files are the data itself
+  ds, split = _load(path, layout.config if layout and from_hub else None, spec.split, cache_root, label)
   fmt = _formatter(label, spec.field, layout, list(ds.column_names), ds.features)
   if len(ds):
     try:
