@@ -98,9 +98,10 @@ def _lowest_k_pruned(scores: jax.Array, k: int) -> jax.Array:
   """Keep-mask pruning the ``k`` lowest scores along the last axis (stable)."""
   if k == 0:
     return jnp.ones(scores.shape, bool)
-  order = jnp.argsort(scores, axis=-1, stable=True)
-  ranks = jnp.argsort(order, axis=-1, stable=True)
-  return ranks >= k
+  lowest = jnp.argsort(scores, axis=-1, stable=True)[..., :k]
+  keep = jnp.ones(scores.shape, bool)
+  lead = jnp.indices(lowest.shape, sparse=True)[:-1]
+  return keep.at[(*lead, lowest)].set(False)
 
 
 def unstructured(scores: jax.Array, sparsity: float) -> jax.Array:

@@ -175,9 +175,15 @@ def choose_mask(w: jax.Array, sq_norm: jax.Array, method: str, pattern: masks_li
   return masks_lib.select(score, pattern, per_row=per_row or method != "magnitude")
 
 
+def choose_masks(ws: dict[str, jax.Array], sq_norms: dict[str, jax.Array], method: str,
+                 pattern: masks_lib.Pattern, per_row: bool, ria_exponent: float) -> dict[str, jax.Array]:
+  """`choose_mask` for every linear of a block (one compiled call per block)."""
+  return {k: choose_mask(w, sq_norms[k], method, pattern, per_row, ria_exponent) for k, w in ws.items()}
+
+
 _embed = jax.jit(embed)
 _block_forward = jax.jit(block_forward)
-_choose_mask = jax.jit(choose_mask, static_argnames=("method", "pattern", "per_row", "ria_exponent"))
+_choose_masks = jax.jit(choose_masks, static_argnames=("method", "pattern", "per_row", "ria_exponent"))
 
 
 # --------------------------------------------------------------------------- #
@@ -344,16 +350,18 @@ def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstruc
 
     t0 = time.perf_counter()
     block_masks, block_weights = {}, {}
-    for name, linear in linears.items():
-      w = weights.hf_matrix(linear)
-      if config.method == "sparsegpt":
-        new_w, keep = sparsegpt.prune(w, collected[name].hessian, block_pattern,
-                                      config.sparsegpt_blocksize, config.sparsegpt_percdamp)
-        block_weights[name] = new_w
-      else:
-        sq = collected[name].sq_norm if name in collected else jnp.ones((w.shape[1],), jnp.float32)
-        keep = _choose_mask(w, sq, config.method, block_pattern, config.per_row, config.ria_exponent)
-      block_masks[name] = keep
+    matrices = {name: weights.hf_matrix(linear) for name, linear in linears.items()}
+    if config.method == "sparsegpt":
+      for name, w in matrices.items():
+        block_weights[name], block_masks[name] = sparsegpt.prune(
+            w, collected[name].hessian, block_pattern, config.sparsegpt_blocksize, config.sparsegpt_percdamp)
+    else:
+      sq = {block_relative(n): collected[n].sq_norm if n in collected else jnp.ones((w.shape[1],), jnp.float32)
+            for n, w in matrices.items()}
+      chosen = _choose_masks({block_relative(n): w for n, w in matrices.items()}, sq, config.method,
+                             block_pattern, config.per_row, config.ria_exponent)
+      block_masks = {n: chosen[block_relative(n)] for n in matrices}
+    for name in matrices:
       if name in collected:
         result_stats[name] = np.asarray(collected[name].sq_norm)
     block_masks = {k: np.asarray(v) for k, v in block_masks.items()}
