@@ -173,14 +173,14 @@ def _needs_cover(path: str) -> str | None:
   return None
 
 
-def _covers(program: Program) -> dict[str, list[str]]:
+def _covers(program: Program, workdir: str) -> dict[str, list[str]]:
   """Directories to hide behind a tmpfs and the paths to re-expose inside them.
 
   A program running as another uid cannot reach an interpreter installed under
-  a private directory (pyenv's /root/.pyenv with /root at 0700); the mount
-  namespace re-exposes just the installation.
+  a private directory (pyenv's /root/.pyenv with /root at 0700), nor a working
+  directory under one; the mount namespace re-exposes just those paths.
   """
-  needed = {os.path.realpath(shutil.which(c[0]) or c[0]) for c in program.commands}
+  needed = {os.path.realpath(shutil.which(c[0]) or c[0]) for c in program.commands} | {workdir}
   if any(os.path.realpath(c[0]) == os.path.realpath(sys.executable) for c in program.commands):
     needed |= {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
   covers: dict[str, set[str]] = {}
@@ -282,7 +282,7 @@ def _run_once(program: Program, config: SandboxConfig, namespaced: bool) -> Sand
       "drop_uid": False,
   }
   if os.geteuid() == 0:
-    covers = _covers(program)
+    covers = _covers(program, workdir)
     spec["covers" if namespaced else "drop_uid"] = covers if namespaced else not covers
   files = [tempfile.TemporaryFile() for _ in range(4)]
   spec_file, out, err, report_file = files
