@@ -123,7 +123,7 @@ def _check_names(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
   only = sorted(set(a) ^ set(b))
   if only:
     raise JaxpruneError(
-        f"the mask sets differ in {len(only)} matrices (first: {only[0]}):"
+        f"{len(only)} matrices are in only one of the two mask sets (first: {only[0]}):"
         " compare masks of the same model, or pass dicts restricted to common names"
     )
   return list(a)

@@ -116,6 +116,14 @@ def index(
     parts += ["<p class=\"note\">No within-vs-across plot: it needs run.json calibration sources giving"
               " at least one pair from the same domain and one from different domains.</p>"]
 
+  parts.append(f"<section><h2>Mask picture: <code>{escape(matrix)}</code></h2>")
+  links = ", ".join(f"<a href=\"{p.diff_html}\">{escape(p.a.label)} vs {escape(p.b.label)}</a>" for p in pairs)
+  parts.append(f"<p class=\"note\">Standalone pages (treescope, offline): {links}.</p>")
+  for p in pairs:
+    if p.embed:
+      parts.append(f"<div id=\"mask-diff\">{p.embed}</div>")
+  parts.append("</section>")
+
   parts.append("<section><h2>Per layer</h2>")
   for p in pairs:
     parts.append(f"<h3>{escape(p.a.label)} vs {escape(p.b.label)}</h3>")
@@ -124,11 +132,5 @@ def index(
     parts.append(_layer_details(p))
   parts.append("</section>")
 
-  parts.append(f"<section><h2>Mask picture: <code>{escape(matrix)}</code></h2>")
-  links = ", ".join(f"<a href=\"{p.diff_html}\">{escape(p.a.label)} vs {escape(p.b.label)}</a>" for p in pairs)
-  parts.append(f"<p class=\"note\">Standalone pages (treescope, offline): {links}.</p>")
-  for p in pairs:
-    if p.embed:
-      parts.append(f"<div id=\"mask-diff\">{p.embed}</div>")
-  parts.append("</section></body></html>\n")
+  parts.append("</body></html>\n")
   return "\n".join(parts)
