@@ -134,6 +134,12 @@ def _calibration_tokens(args, loaded):
   from jaxprune import calibration
   from jaxprune.errors import JaxpruneError
 
+  if args.calib_tokens:
+    try:
+      tokens = np.load(args.calib_tokens)
+    except (OSError, ValueError) as err:
+      raise JaxpruneError(f"--calib-tokens {args.calib_tokens} is not a readable .npy file ({err})") from None
+    return tokens, {"source": "tokens-file", "path": str(args.calib_tokens)}
   if args.nsamples < 1:
     raise JaxpruneError(f"--nsamples {args.nsamples} must be at least 1")
   if args.seqlen < 2:
@@ -143,12 +149,6 @@ def _calibration_tokens(args, loaded):
         f"--seqlen {args.seqlen} exceeds the model's context of {loaded.spec.max_positions}:"
         f" use --seqlen {loaded.spec.max_positions} or less"
     )
-  if args.calib_tokens:
-    try:
-      tokens = np.load(args.calib_tokens)
-    except (OSError, ValueError) as err:
-      raise JaxpruneError(f"--calib-tokens {args.calib_tokens} is not a readable .npy file ({err})") from None
-    return tokens, {"source": "tokens-file", "path": str(args.calib_tokens)}
   if loaded.tokenizer is None:
     raise JaxpruneError(f"{args.model} has no tokenizer files: pass --calib-tokens FILE.npy instead")
   tokens = calibration.sample(args.calib, loaded.tokenizer, args.nsamples, args.seqlen, args.seed)
