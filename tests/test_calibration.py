@@ -353,3 +353,26 @@ def test_bad_sizes(tmp_path, tok):
     calibration.sample(str(folder), tok, 0, 64, seed=0)
   with pytest.raises(JaxpruneError, match="fewer than one window"):
     calibration.held_out(str(write(tmp_path / "h", {n: "a\n" for n in names("held", 1) + names("calib", 1)})), tok, 64, 4)
+
+
+def test_hf_short_name_from_the_local_hub_cache(tmp_path, tok, monkeypatch):
+  """A dataset downloaded earlier by `datasets` is found offline, with its config."""
+  import datasets
+  from huggingface_hub import constants
+
+  repo = tmp_path / "hub" / "datasets--openai--gsm8k"
+  snapshot = repo / "snapshots" / ("0" * 40)
+  (repo / "refs").mkdir(parents=True)
+  (repo / "refs" / "main").write_text("0" * 40)
+  (snapshot / "main").mkdir(parents=True)
+  (snapshot / "other").mkdir(parents=True)
+  datasets.Dataset.from_list(ROWS).to_parquet(str(snapshot / "main" / "train-00000-of-00001.parquet"))
+  datasets.Dataset.from_list([{"question": "wrong config", "answer": "x"}] * 60).to_parquet(
+      str(snapshot / "other" / "train-00000-of-00001.parquet"))
+  (snapshot / "README.md").write_text(
+      "---\nconfigs:\n- config_name: main\n  data_files:\n  - split: train\n    path: main/train-*\n"
+      "- config_name: other\n  data_files:\n  - split: train\n    path: other/train-*\n---\n")
+  monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+  joined = "".join(text(tok, r) for r in calibration.sample("hf:gsm8k", tok, 2, 64, seed=0))
+  assert "?\nIt is " in joined and "wrong config" not in joined
+  assert calibration.describe("math")["groups"][0]["path"] == str(snapshot)
