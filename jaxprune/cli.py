@@ -119,6 +119,10 @@ def _add_prune(sub) -> None:
   p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
   p.add_argument("--no-sequential", dest="sequential", action="store_false",
                  help="take every statistic from the dense model in one pass")
+  p.add_argument("--allocation", default="uniform", choices=["uniform", "owl"],
+                 help="per-block sparsity: uniform, or OWL's outlier-weighted allocation")
+  p.add_argument("--owl-m", type=float, default=5.0, help="OWL outlier threshold M")
+  p.add_argument("--owl-lambda", type=float, default=0.08, help="OWL band: block sparsity within s +- lambda")
   p.add_argument("--per-row", action="store_true", help="magnitude: one threshold per row, not per matrix")
   p.add_argument("--microbatch", type=int, default=8, help="sequences per compiled step (memory bound)")
   p.add_argument("--dtype", default=None, help="parameter dtype (float32, bfloat16); default: the checkpoint's")
@@ -166,7 +170,8 @@ def _run_prune(args) -> int:
 
   config = pruning.PruneConfig(
       sparsity=args.sparsity, pattern=args.pattern, method=args.method, sequential=args.sequential,
-      microbatch=args.microbatch, per_row=args.per_row,
+      microbatch=args.microbatch, per_row=args.per_row, allocation=args.allocation,
+      owl_m=args.owl_m, owl_lambda=args.owl_lambda,
   )
   config.validate()  # fail on bad options before the slow model load
   loaded = converters.load_model(args.model, dtype=args.dtype)

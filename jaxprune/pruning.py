@@ -53,8 +53,12 @@ class PruneConfig:
       the device count); bounds activation memory.
     per_row: magnitude only: one threshold per row instead of per matrix.
     ria_exponent: RIA's exponent on the activation norm.
-    block_sparsity: optional per-block sparsities (OWL); overrides
-      ``sparsity`` for unstructured patterns.
+    block_sparsity: optional per-block sparsities; overrides ``sparsity``
+      for unstructured patterns.
+    allocation: ``uniform``, or ``owl`` to choose per-block sparsities from
+      the dense model's outlier ratios (Yin et al., 2024).
+    owl_m: OWL's outlier threshold M (multiples of the block's mean score).
+    owl_lambda: OWL's band: block sparsities stay within sparsity +- lambda.
   """
 
   sparsity: float = 0.5
@@ -67,10 +71,17 @@ class PruneConfig:
   sparsegpt_blocksize: int = 128
   sparsegpt_percdamp: float = 0.01
   block_sparsity: tuple[float, ...] | None = None
+  allocation: str = "uniform"
+  owl_m: float = 5.0
+  owl_lambda: float = 0.08
 
   def validate(self) -> masks_lib.Pattern:
     if self.method not in scores.METHODS:
       raise JaxpruneError(f"unknown method {self.method!r}: choose one of {', '.join(scores.METHODS)}")
+    if self.allocation not in ("uniform", "owl"):
+      raise JaxpruneError(f"unknown allocation {self.allocation!r}: choose uniform or owl")
+    if self.allocation == "owl" and self.pattern != "unstructured":
+      raise JaxpruneError("OWL allocates unstructured sparsity per block: use --pattern unstructured with owl")
     if self.microbatch < 1:
       raise JaxpruneError(f"microbatch {self.microbatch} must be at least 1")
     return masks_lib.parse_pattern(self.pattern, self.sparsity)
@@ -307,6 +318,8 @@ def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstruc
   needs_calibration = scores.NEEDS_CALIBRATION[config.method]
   tokens = _check_tokens(calib_tokens, vocab, max_positions) if needs_calibration else None
   per_block = config.block_sparsity
+  if config.allocation == "owl" and per_block is None:
+    per_block = owl_allocation(lm, tokens, config, mesh)
   if per_block is not None and len(per_block) != len(blocks):
     raise JaxpruneError(f"block_sparsity has {len(per_block)} entries for {len(blocks)} blocks")
 
@@ -400,6 +413,20 @@ def _block_index(linears: Mapping[str, Any]) -> int:
   from jaxprune.spec import block_of
 
   return block_of(next(iter(linears)))
+
+
+def owl_allocation(model, tokens, config: PruneConfig, mesh: Mesh) -> tuple[float, ...]:
+  """OWL's per-block sparsities from one dense pass of Wanda statistics."""
+  from jaxprune import allocation
+
+  dense = prune(model, tokens, config=dataclasses.replace(config, allocation="uniform", sequential=False,
+                                                           method="wanda"), mesh=mesh)
+  matrices = {n: weights.hf_matrix(l) for n, l in weights.prunable_linears(model).items()}
+  ratios = allocation.block_ratios(matrices, {n: jnp.asarray(v) for n, v in dense.statistics.items()},
+                                   config.owl_m)
+  chosen = allocation.owl_sparsities(ratios, config.sparsity, config.owl_lambda)
+  log.info("OWL block sparsities: %s", ", ".join(f"{s:.3f}" for s in chosen))
+  return chosen
 
 
 def _prune_block(block, block_masks: Mapping[str, np.ndarray], new_weights: Mapping[str, jax.Array]):

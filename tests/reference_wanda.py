@@ -74,8 +74,13 @@ def _layer_out(layer, x, kwargs):
 
 
 @torch.no_grad()
-def prune_wanda(model, tokens: np.ndarray, sparsity: float, prune_n: int = 0, prune_m: int = 0):
-  """Prune ``model`` in place; return (masks, scaler_rows) keyed by HF name (True = kept)."""
+def prune_wanda(model, tokens: np.ndarray, sparsity: float, prune_n: int = 0, prune_m: int = 0,
+                score: str = "wanda", ria_a: float = 0.5):
+  """Prune ``model`` in place; return (masks, scaler_rows) keyed by HF name (True = kept).
+
+  ``score="ria"`` swaps in the metric of the RIA code (Zhang et al., 2024):
+  (|W|/sum_col|W| + |W|/sum_row|W|) * sqrt(scaler_row)^a, the rest unchanged.
+  """
   tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
   nsamples = tokens.shape[0]
   inps, kwargs = prepare_calibration_input(model, tokens)
@@ -96,7 +101,12 @@ def prune_wanda(model, tokens: np.ndarray, sparsity: float, prune_n: int = 0, pr
     for h in handles:
       h.remove()
     for name in subset:
-      w_metric = torch.abs(subset[name].weight.data) * torch.sqrt(wrapped[name].scaler_row.reshape((1, -1)))
+      w = torch.abs(subset[name].weight.data)
+      if score == "ria":
+        w_metric = (w / torch.sum(w, dim=0) + w / torch.sum(w, dim=1).reshape(-1, 1)) * (
+            torch.sqrt(wrapped[name].scaler_row.reshape((1, -1)))) ** ria_a
+      else:
+        w_metric = w * torch.sqrt(wrapped[name].scaler_row.reshape((1, -1)))
       w_mask = torch.zeros_like(w_metric) == 1
       if prune_n != 0:
         for ii in range(w_metric.shape[1]):
