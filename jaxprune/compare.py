@@ -170,7 +170,13 @@ class Run:
   model: dict[str, Any]
   domain: str | None
   options: dict[str, Any]
+  calibration: dict[str, Any]
   shapes: dict[str, tuple[int, int]]
+
+  @property
+  def seed(self) -> Any:
+    """The calibration sampling seed (`jaxprune prune` records it there)."""
+    return self.options.get("seed", self.calibration.get("seed"))
 
 
 def read_run(path: str | os.PathLike, label: str | None = None) -> Run:
@@ -186,17 +192,27 @@ def read_run(path: str | os.PathLike, label: str | None = None) -> Run:
     except json.JSONDecodeError as err:
       raise JaxpruneError(f"{run_json} is not valid JSON ({err.msg}, line {err.lineno}): fix or rewrite it") from None
   else:
-    log.warning("%s has no %s: model and calibration domain unknown", path, RUN_JSON)
+    log.warning("%s has no %s (an unfinished run?): calibration domain unknown", path, RUN_JSON)
   meta = masks_lib.load_metadata(path)
-  calibration = info.get("calibration") or {}
+  calibration = dict(info.get("calibration") or {})
+  model = info.get("model") or meta.get("model")
   return Run(
       path=path,
       label=label or path.name,
-      model=dict(info.get("model") or {}),
-      domain=calibration.get("source"),
+      model=dict(model) if isinstance(model, Mapping) else {},
+      domain=domain_of(calibration),
       options=dict(info.get("options") or {}),
+      calibration=calibration,
       shapes={n: (int(s[0]), int(s[1])) for n, s in meta["shapes"].items()},
   )
+
+
+def domain_of(calibration: Mapping[str, Any]) -> str | None:
+  """run.json's ``calibration.source``; a token file is its own domain, by path."""
+  source = calibration.get("source")
+  if source == "tokens-file" and calibration.get("path"):
+    return f"tokens-file:{calibration['path']}"
+  return source
 
 
 def unique_labels(paths: Sequence[str | os.PathLike]) -> list[str]:

@@ -59,7 +59,7 @@ def _runs_table(runs: Sequence[compare.Run], rows: Sequence[compare.Row]) -> str
   return _table(
       ["#", "run", "domain", "model", "sparsity", "pattern", "method", "seed", "kept", "path"],
       [[i, r.label, r.domain or "unknown", r.model.get("id", "unknown"), opt(r, "sparsity"),
-        opt(r, "pattern"), opt(r, "method"), opt(r, "seed"), f"{compare.kept_fraction(rows, r.label):.2%}",
+        opt(r, "pattern"), opt(r, "method"), "" if r.seed is None else r.seed, f"{compare.kept_fraction(rows, r.label):.2%}",
         str(r.path)] for i, r in enumerate(runs)],
   )
 

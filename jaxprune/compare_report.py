@@ -183,7 +183,7 @@ def _write_tables(rows: Sequence[compare.Row], runs: Sequence[compare.Run], dest
       "definition": "distance = 1 - |A∩B|/|A∪B| of kept weights; two empty sets: 0;"
                     " mean_distance = unweighted mean over matrices",
       "runs": [{"label": r.label, "path": str(r.path.absolute()), "model": r.model, "domain": r.domain,
-                "options": r.options, "kept_fraction": compare.kept_fraction(rows, r.label)} for r in runs],
+                "calibration": r.calibration, "options": r.options, "kept_fraction": compare.kept_fraction(rows, r.label)} for r in runs],
       "pairs": pairs,
       "distances": [dataclasses.asdict(r) for r in rows],
   }

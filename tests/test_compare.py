@@ -135,6 +135,16 @@ def test_default_matrix(names, expected):
   assert compare_report.default_matrix(names) == expected
 
 
+@pytest.mark.parametrize(
+    "calibration, expected",
+    [({"source": "python", "seed": 3}, "python"), ({}, None), ({"source": None}, None),
+     ({"source": "tokens-file", "path": "/x/a.npy"}, "tokens-file:/x/a.npy")],
+    ids=["named-domain", "no-calibration", "magnitude-no-source", "token-file-by-path"],
+)
+def test_domain_of(calibration, expected):
+  assert compare.domain_of(calibration) == expected
+
+
 def test_projection_of():
   assert compare.projection_of("model.layers.12.self_attn.q_proj.weight") == "self_attn.q_proj"
   assert compare.projection_of("lm_head.weight") == "lm_head"
@@ -158,9 +168,10 @@ def make_run(path: Path, domain: str | None, seed: int, noise: float, model_id: 
     for proj, shape in (shapes or SHAPE).items():
       scores = base.random(shape) + noise * rng.random(shape)
       result[f"model.layers.{layer}.{proj}.weight"] = np.asarray(masks.unstructured(scores, 0.5))
-  masks.save(path / "masks", result, {"model": model_id})
+  model = {"id": model_id, "hash": f"hash-{model_id}"}
+  masks.save(path / "masks", result, {"model": model})  # as jaxprune.runs does
   if run_json:
-    info = {"model": {"id": model_id, "hash": f"hash-{model_id}"},
+    info = {"model": model,
             "options": {"sparsity": 0.5, "pattern": "unstructured", "method": "wanda", "seed": seed}}
     if domain:
       info["calibration"] = {"source": domain}
@@ -246,6 +257,9 @@ CLI_ERRORS = {
     "missing-dir": (lambda r, t: [str(r["py-a"][0]), str(t / "nope")], "does not exist"),
     "other-model-id": (
         lambda r, t: [str(r["py-a"][0]), str(make_run_dir(t / "m", model_id="other"))], "different models"),
+    "other-model-no-run-json": (  # falls back to the masks' metadata
+        lambda r, t: [str(r["py-a"][0]), str(make_run_dir(t / "n", model_id="other", run_json=False))],
+        "different models"),
     "other-shapes-no-run-json": (
         lambda r, t: [str(r["py-a"][0]), str(make_run_dir(t / "s", shapes={"self_attn.q_proj": (24, 16)},
                                                           run_json=False))], "different matrices"),
@@ -309,3 +323,34 @@ def test_index_mask_picture_draws_in_chromium(report):
     page.evaluate("document.getElementById('mask-diff').scrollIntoView()")
     assert page.wait_for(chromium.TREESCOPE_DRAWN), "the treescope picture in index.html never drew"
     assert not page.exceptions, page.exceptions
+
+
+# --------------------------------------------------------------------------- #
+# With run directories written by `jaxprune prune`
+# --------------------------------------------------------------------------- #
+
+
+def test_compare_runs_written_by_prune(tmp_path, capsys):
+  """The contract with `jaxprune prune`: its run.json (model id/hash, calibration) reads back."""
+  pytest.importorskip("torch")
+  from tests.helpers import make_tiny_hf
+
+  model = make_tiny_hf(tmp_path / "tiny", "llama", seed=0)
+  rng = np.random.default_rng(0)
+  for name, low, high in (("a", 0, 50), ("b", 50, 97)):
+    np.save(tmp_path / f"tok_{name}.npy", rng.integers(low, high, (4, 16)).astype(np.int32))
+    assert cli.main(["prune", "--model", str(model), "--calib-tokens", str(tmp_path / f"tok_{name}.npy"),
+                     "--out", str(tmp_path / f"run_{name}")]) == 0
+  out = tmp_path / "rep"
+  rc, _, err = run_cli(str(tmp_path / "run_a"), str(tmp_path / "run_b"), "--out", str(out), capsys=capsys)
+  assert rc == 0, err
+  doc = json.loads((out / "distances.json").read_text())
+  assert [r["model"]["id"] for r in doc["runs"]] == [str(model)] * 2 and doc["runs"][0]["model"]["hash"]
+  assert [r["domain"] for r in doc["runs"]] == [f"tokens-file:{tmp_path / 'tok_a.npy'}",
+                                                f"tokens-file:{tmp_path / 'tok_b.npy'}"]
+  assert [p["group"] for p in doc["pairs"]] == ["across"]
+  masks_a, _ = masks.load(tmp_path / "run_a")
+  masks_b, _ = masks.load(tmp_path / "run_b")
+  expected = compare.jaccard(masks_a, masks_b)
+  assert {r["name"]: r["distance"] for r in doc["distances"]} == expected
+  assert 0 < np.mean(list(expected.values())) < 1
