@@ -275,7 +275,7 @@ def describe(domain: str, *, cache_dir: str | os.PathLike | None = None) -> dict
     head |= {"kind": named.kind, "source": named.summary}
   try:
     corpus = resolve(domain, cache_dir=cache_dir)
-  except corpora.NotReady as err:
+  except JaxpruneError as err:  # a named domain that is not usable here is reported, not raised
     if named is None:
       raise
     return head | {"ready": False, "fix": str(err)}

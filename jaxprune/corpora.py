@@ -100,9 +100,9 @@ def _java(root: Path) -> Corpus:
     if record is None:
       raise NotReady(f"{JDK_SOURCE.package} is not fetched")
     where = JDK_SOURCE.path(root) / "usr/lib/jvm/openjdk-17/lib/src.zip"
-    origin = f"Debian {JDK_SOURCE.package} {record['version']}"
+    origin = f"Debian {JDK_SOURCE.package} {record['version']} (sha256 {record['deb_sha256']})"
   group = zip_group("openjdk", where, suffixes=(".java",), exclude_prefixes=("jdk.localedata/",),
-                    info={"origin": origin + " (generated locale data excluded)", "licence": JDK_SOURCE.licence})
+                    info={"origin": origin + "; generated locale data excluded", "licence": JDK_SOURCE.licence})
   return Corpus("java", (group,), code_cleaner("c"))
 
 

@@ -132,7 +132,11 @@ def decode(raw: bytes | str) -> tuple[str | None, str]:
 
 def read_text(corpus: Corpus, doc: Doc) -> tuple[str | None, str]:
   """Decoded, cleaned text of a document, or None and why ("binary", "filtered"...)."""
-  text, why = decode(corpus.groups[doc[0]].read(doc[1]))
+  try:
+    raw = corpus.groups[doc[0]].read(doc[1])
+  except OSError:  # removed or unreadable since it was listed
+    return None, "unreadable"
+  text, why = decode(raw)
   if text is not None:
     text = corpus.clean(text)
     why = "filtered" if text is None else why

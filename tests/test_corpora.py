@@ -233,5 +233,5 @@ def test_cli_list_and_fetch_errors(tmp_path, capsys, monkeypatch):
   assert cli.main(["corpora", "fetch", "klingon"]) == 2
   err = capsys.readouterr().err
   assert "unknown domain 'klingon'" in err and err.count("\n") == 1
-  assert cli.main(["corpora", "fetch", "python"]) == 0
+  assert cli.main(["corpora", "fetch", "python", "--cache-dir", str(tmp_path / "other")]) == 0
   assert "python: nothing to fetch" in capsys.readouterr().out
