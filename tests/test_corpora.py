@@ -178,13 +178,13 @@ def smol():
   return AutoTokenizer.from_pretrained(spec.submodule_search_locations[0], gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
-LOOKS_LIKE = {
-    "python": r"\bdef \w+\(|\bimport \w+|\bself\.",
-    "java": r"\b(public|private|protected) [\w<>\[\]]+ \w+|\bimport java",
-    "cpp": r"#include|template\s*<|\w::\w|#define",
-    "javascript": r"\bfunction\b|=>|\b(const|let|var) \w+ =|require\(",
-    "english": r"(\b(the|of|and|to|is)\b.*){20}",
-    "translation": r"English: .+\nFrench: .+",
+LOOKS_LIKE = {  # domain: (pattern, how often it must occur in 4 x 256 tokens)
+    "python": (r"\bdef \w+\(|\bimport \w+|\bself\.", 3),
+    "java": (r"\b(public|private|protected) [\w<>\[\]]+ \w+|\bimport java", 3),
+    "cpp": (r"#include|template\s*<|\w::\w|#define", 3),
+    "javascript": (r"\bfunction\b|=>|\b(const|let|var) \w+ =|require\(", 3),
+    "english": (r"\b(the|of|and|to|is|in|that)\b", 30),
+    "translation": (r"English: [^\n]+\nFrench: ", 4),
 }
 
 
@@ -194,12 +194,14 @@ def test_named_domain_loads_real_text(smol, domain):
   assert info["ready"], info.get("fix")
   assert info["licence"] and "unknown" not in info["licence"]
   assert all(g["documents"] > 0 for g in info["groups"]), "every project of the domain has files"
-  assert 0.05 < info["held_out_documents"] / info["documents"] < 0.15
+  share = info["held_out_documents"] / info["documents"]
+  assert 0.05 < share < 0.15 if domain != "translation" else 0 < share < 0.5  # catalogues vary in size
   rows = calibration.sample(domain, smol, 4, 256, seed=0)
   assert rows.shape == (4, 256) and rows.dtype == np.int32
   assert 0 <= rows.min() and rows.max() < len(smol)
   np.testing.assert_array_equal(rows, calibration.sample(domain, smol, 4, 256, seed=0))
-  assert re.search(LOOKS_LIKE[domain], smol.decode(rows.reshape(-1)), re.S)
+  pattern, times = LOOKS_LIKE[domain]
+  assert len(re.findall(pattern, smol.decode(rows.reshape(-1)))) >= times
   assert calibration.held_out(domain, smol, 256, 4).shape == (4, 256)
 
 
