@@ -167,8 +167,13 @@ def _count_tokens(keys: list[list[str]], text_of: _Side, encode: Callable[[str],
   return total
 
 
-def draw(keys: list[list[str]], text_of: _Side, encode: Callable[[str], list[int]], eos: int, n: int, seqlen: int, rng: np.random.Generator, domain: str) -> np.ndarray:
-  """``n`` rows of ``seqlen`` tokens: random windows of long documents, short ones packed with EOS."""
+def draw(keys: list[list[str]], text_of: _Side, encode: Callable[[str], list[int]], eos: int,
+         n: int, seqlen: int, rng: np.random.Generator, domain: str) -> np.ndarray:
+  """``n`` rows of ``seqlen`` tokens: random windows of long documents, short ones packed with EOS.
+
+  Documents come without replacement until every one was drawn; a small corpus
+  with enough tokens in all is then walked again with new random windows.
+  """
   rows: list[list[int]] = []
   buf: list[int] = []
   limit = seqlen * CHARS_PER_TOKEN

@@ -203,7 +203,8 @@ def _local_groups(names: Sequence[str], root: Path) -> list[Group]:
 
 
 def _translation(root: Path) -> Corpus:
-  catalogues = sorted(p for p in FRENCH_CATALOGUES.glob("*.mo") if not p.is_symlink()) if FRENCH_CATALOGUES.is_dir() else []
+  # symlinked catalogues (iso_639.mo -> iso_639-2.mo) are duplicates
+  catalogues = sorted(p for p in FRENCH_CATALOGUES.glob("*.mo") if not p.is_symlink())
   groups = [g for g in map(_catalogue_group, catalogues) if g.keys] + _local_groups(("wmt14", "o_books"), root)
   if not groups:
     raise NotReady(f"no French gettext catalogues in {FRENCH_CATALOGUES} and no local wmt14 or o_books data")
@@ -225,7 +226,8 @@ def _generic(root: Path) -> Corpus:
   if groups:
     return Corpus("generic", tuple(groups))
   corpus = _english(root)
-  return Corpus("generic", corpus.groups, corpus.clean, {"fallback": f"english (no local C4 in {root / 'local' / 'c4'})"})
+  fallback = f"english (no local C4 in {root / 'local' / 'c4'})"
+  return Corpus("generic", corpus.groups, corpus.clean, {"fallback": fallback})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -275,7 +275,8 @@ def test_hf_local_dataset(tmp_path, tok, make):
   held = {text(tok, r) for r in calibration.held_out(spec, tok, 16, 100)}
   info = calibration.describe(spec)
   assert info["documents"] == 60 and info["held_out_documents"] > 0
-  calib_q = {s.split("\n")[0] for r in calibration.sample(spec, tok, 20, 64, seed=1) for s in text(tok, r).split("<eos>")}
+  calib_rows = calibration.sample(spec, tok, 20, 64, seed=1)
+  calib_q = {s.split("\n")[0] for r in calib_rows for s in text(tok, r).split("<eos>")}
   held_ids = {j for j in range(60) if is_held_out(f"train/{j:02d}")}
   assert not any(f"What is {j} + {j}?" in calib_q for j in held_ids)
   assert held
@@ -352,7 +353,8 @@ def test_bad_sizes(tmp_path, tok):
   with pytest.raises(JaxpruneError, match="at least 1"):
     calibration.sample(str(folder), tok, 0, 64, seed=0)
   with pytest.raises(JaxpruneError, match="fewer than one window"):
-    calibration.held_out(str(write(tmp_path / "h", {n: "a\n" for n in names("held", 1) + names("calib", 1)})), tok, 64, 4)
+    folder = write(tmp_path / "h", {n: "a\n" for n in names("held", 1) + names("calib", 1)})
+    calibration.held_out(str(folder), tok, 64, 4)
 
 
 def test_hf_short_name_from_the_local_hub_cache(tmp_path, tok, monkeypatch):

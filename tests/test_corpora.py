@@ -37,7 +37,10 @@ def test_install_leaves_nothing_half_written_and_runs_once(tmp_path):
     (tmp / "whole.txt").write_text("whole")
     return {"version": "1"}
 
-  fresh = lambda: json.loads((final / fetching.MARKER).read_text()) if (final / fetching.MARKER).exists() else None  # noqa: E731
+  def fresh():
+    marker = final / fetching.MARKER
+    return json.loads(marker.read_text()) if marker.exists() else None
+
   with pytest.raises(RuntimeError):
     fetching._install(final, failing, fresh)
   assert not final.exists() and not list(final.parent.glob(".pkg.tmp*"))
