@@ -327,14 +327,25 @@ def distance_matrix(rows: Sequence[Row], labels: Sequence[str]) -> np.ndarray:
   return mat
 
 
-def load_runs(paths: Sequence[str | os.PathLike]) -> tuple[list[Run], list[dict[str, np.ndarray]]]:
-  """Read, check, then load the packed masks of several runs (I/O edge)."""
+def read_runs(paths: Sequence[str | os.PathLike]) -> list[Run]:
+  """Read and check several runs' run.json and masks metadata (no arrays yet)."""
   if len(paths) < 2:
     raise JaxpruneError("compare needs at least two runs: pass RUN_A RUN_B [RUN_C ...]")
   runs = [read_run(p, label) for p, label in zip(paths, unique_labels(paths))]
   check_same_model(runs)
+  return runs
+
+
+def load_packed(runs: Sequence[Run]) -> list[dict[str, np.ndarray]]:
+  """The runs' packed masks (1 bit per weight: 0.8 GB per run of a 7B model)."""
   packed = []
   for run in runs:
     log.info("loading packed masks of %s", run.path)
     packed.append(masks_lib.load_packed(run.path)[0])
-  return runs, packed
+  return packed
+
+
+def load_runs(paths: Sequence[str | os.PathLike]) -> tuple[list[Run], list[dict[str, np.ndarray]]]:
+  """`read_runs` then `load_packed`."""
+  runs = read_runs(paths)
+  return runs, load_packed(runs)

@@ -59,7 +59,8 @@ def _runs_table(runs: Sequence[compare.Run], rows: Sequence[compare.Row]) -> str
   return _table(
       ["#", "run", "domain", "model", "sparsity", "pattern", "method", "seed", "kept", "path"],
       [[i, r.label, r.domain or "unknown", r.model.get("id", "unknown"), opt(r, "sparsity"),
-        opt(r, "pattern"), opt(r, "method"), "" if r.seed is None else r.seed, f"{compare.kept_fraction(rows, r.label):.2%}",
+        opt(r, "pattern"), opt(r, "method"), "" if r.seed is None else r.seed,
+        f"{compare.kept_fraction(rows, r.label):.2%}",
         str(r.path)] for i, r in enumerate(runs)],
   )
 
@@ -128,7 +129,8 @@ def index(
   for p in pairs:
     parts.append(f"<h3>{escape(p.a.label)} vs {escape(p.b.label)}</h3>")
     if p.layers_png:
-      parts.append(f"<img src=\"{p.layers_png}\" alt=\"per-layer distance, {escape(p.a.label)} vs {escape(p.b.label)}\">")
+      alt = f"per-layer distance, {escape(p.a.label)} vs {escape(p.b.label)}"
+      parts.append(f"<img src=\"{p.layers_png}\" alt=\"{alt}\">")
     parts.append(_layer_details(p))
   parts.append("</section>")
 

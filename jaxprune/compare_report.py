@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import html
 import json
 import logging
 import os
@@ -26,7 +25,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -182,8 +180,9 @@ def _write_tables(rows: Sequence[compare.Row], runs: Sequence[compare.Run], dest
       "format": "jaxprune-compare/1",
       "definition": "distance = 1 - |A∩B|/|A∪B| of kept weights; two empty sets: 0;"
                     " mean_distance = unweighted mean over matrices",
-      "runs": [{"label": r.label, "path": str(r.path.absolute()), "model": r.model, "domain": r.domain,
-                "calibration": r.calibration, "options": r.options, "kept_fraction": compare.kept_fraction(rows, r.label)} for r in runs],
+      "runs": [{"label": r.label, "path": str(r.path), "model": r.model, "domain": r.domain,
+                "calibration": r.calibration, "options": r.options,
+                "kept_fraction": compare.kept_fraction(rows, r.label)} for r in runs],
       "pairs": pairs,
       "distances": [dataclasses.asdict(r) for r in rows],
   }
@@ -197,7 +196,11 @@ def _commit(tmp: Path, out: Path, overwrite: bool) -> None:
       raise JaxpruneError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
     old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
     os.rename(out, old)
-    os.rename(tmp, out)
+    try:
+      os.rename(tmp, out)
+    except OSError:
+      os.rename(old, out)  # put the old report back
+      raise
     if old.is_dir() and not old.is_symlink():
       shutil.rmtree(old)
     else:
@@ -211,13 +214,14 @@ def write_report(config: CompareConfig) -> Path:
   out = Path(config.out).absolute()
   if (out.exists() or out.is_symlink()) and not config.overwrite:
     raise JaxpruneError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
-  runs, packed = compare.load_runs(config.runs)
+  runs = compare.read_runs(config.runs)
   names = list(runs[0].shapes)
   matrix = config.matrix or default_matrix(names)
   if matrix not in runs[0].shapes:
     hint = [n for n in names if n.rsplit(".", 2)[-2:] == matrix.rsplit(".", 2)[-2:]][:2] or names[:2]
     raise JaxpruneError(f"--matrix {matrix} is not among the runs' masks: use an HF name such as {', '.join(hint)}")
 
+  packed = compare.load_packed(runs)
   rows = compare.pairwise(runs, packed)
   labels = [r.label for r in runs]
   out.parent.mkdir(parents=True, exist_ok=True)

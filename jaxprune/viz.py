@@ -38,7 +38,7 @@ from jaxprune.errors import JaxpruneError
 KEPT_COLORS = [(255, 255, 255), (33, 102, 172), (8, 29, 88)]
 DIFF_COLORS = [(255, 255, 255), (244, 109, 67), (165, 0, 38)]
 # Exact (factor 1) difference: a palette indexed by category.
-CATEGORIES = ("both pruned", "both kept", "kept only in A", "kept only in B")
+CATEGORIES = ("both pruned", "both kept", "kept only in {a}", "kept only in {b}")
 CATEGORY_COLORS = [(255, 255, 255), (200, 200, 200), (33, 102, 172), (230, 97, 1)]
 
 PANEL_PIXELS = 384  # Target width/height of a panel's longest side.
@@ -76,7 +76,10 @@ def _get(masks: Mapping[str, Any], name: str, which: str) -> np.ndarray:
     raise JaxpruneError(f"matrix {name!r} is not in mask set {which}: choose one of its names, e.g. {', '.join(near)}")
   mask = np.asarray(masks[name])
   if mask.ndim != 2 or mask.dtype != bool:
-    raise JaxpruneError(f"mask {name} of set {which} is {mask.dtype} {mask.shape}: pass bool [out, in] masks (masks.load, not load_packed)")
+    raise JaxpruneError(
+        f"mask {name} of set {which} is {mask.dtype} {mask.shape}:"
+        " pass bool [out, in] masks (masks.load, not load_packed)"
+    )
   return mask
 
 
@@ -123,8 +126,7 @@ def mask_diff(
     diff_panel = _panel(
         f"difference ({differ:,} weights differ)", np.asarray(categories(a, b)),
         "grey both kept, white both pruned, blue only " + labels[0] + ", orange only " + labels[1],
-        continuous=False, colormap=CATEGORY_COLORS, value_item_labels=dict(enumerate(
-            ("both pruned", "both kept", f"kept only in {labels[0]}", f"kept only in {labels[1]}"))),
+        continuous=False, colormap=CATEGORY_COLORS, value_item_labels={i: c.format(a=labels[0], b=labels[1]) for i, c in enumerate(CATEGORIES)},
     )
     kept_note = "dark = kept, white = pruned"
   else:

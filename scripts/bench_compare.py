@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
       (f"jaccard_packed, warm (best of {args.repeats})", f"{warm_s:.3f} s"),
       ("throughput (both runs read)", f"{result['jax_warm_gb_per_s']:.1f} GB/s"),
       ("numpy bitwise_count reference", f"{numpy_s:.3f} s"),
-      ("max |jax - numpy|", f"{max_abs_diff:.1e}"), ("mean distance (random: ~0.667)", f"{result['mean_distance']:.4f}"),
+      ("max |jax - numpy|", f"{max_abs_diff:.1e}"),
+      ("mean distance (random: ~0.667)", f"{result['mean_distance']:.4f}"),
       ("cpus / backend", f"{os.cpu_count()} / {jax.default_backend()}"),
   ]
   width = max(len(k) for k, _ in rows)
