@@ -32,13 +32,17 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
-  """One problem: the prompt the model continues and the tests its program runs."""
+  """One problem: the prompt the model continues and the tests its program runs.
+
+  ``stop`` overrides the language's stop sequences (MultiPL-E files carry their own).
+  """
 
   task_id: str
   prompt: str
   entry_point: str
   tests: str
   canonical_solution: str | None = None
+  stop: tuple[str, ...] | None = None
 
 
 class Language(Protocol):
@@ -131,7 +135,9 @@ def score(
   if len(completions) != len(problems):
     raise ValueError(f"{len(completions)} completion lists for {len(problems)} problems")
   config = sandbox_config or language.sandbox
-  jobs = [(i, truncate(c, language.stop)) for i, samples in enumerate(completions) for c in samples]
+  jobs = [
+      (i, truncate(c, problems[i].stop or language.stop)) for i, samples in enumerate(completions) for c in samples
+  ]
   start = time.monotonic()
   results = sandbox.run_many(
       (language.program(problems[i], c) for i, c in jobs), config, on_result=on_result
