@@ -1,0 +1,312 @@
+"""Batched sampling from penzai models with a KV cache, compiled once per shape.
+
+penzai's `KVCachingTransformerLM` swaps every attention layer for a caching
+one and derives each token's position from the pad id; we give it ``PAD = -1``,
+an id no tokenizer produces, so prompts are left-padded with it and padded
+slots get position -1 (masked out), whatever the model's own pad token is.
+
+Shapes are fixed for a whole call: ``batch_size`` rows (the last batch padded
+with empty rows), prompts left-padded to one width (the longest prompt rounded
+up to ``prompt_multiple``), and a cache of that width plus ``max_new_tokens``
+rounded up to ``chunk``. Two jit-compiled pure functions do the work: a
+prefill that fills the cache and returns the last position's logits, and a
+decode of ``chunk`` steps (a `lax.scan`). Between chunks the host decodes the
+new text to check stop strings, so generation ends within one chunk of the
+last row's stop. Random keys are derived per (prompt, sample, step) from one
+seed, so a completion does not depend on how rows were batched.
+
+Example:
+  >>> gen = make_generate(loaded)                       # the HumanEval API
+  >>> gen(["def add(a, b):\\n"], num_samples=1, temperature=0.0, top_p=1.0,
+  ...     max_new_tokens=64, stop=["\\ndef "])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from penzai import pz
+from penzai.models.transformer import model_parts, sampling_mode
+
+from jaxprune.errors import JaxpruneError
+
+log = logging.getLogger(__name__)
+
+PAD = -1
+"""Padding id: never a real token, so padding never collides with the model's pad/EOS tokens."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateConfig:
+  """How to sample.
+
+  Attributes:
+    max_new_tokens: tokens generated per row at most.
+    temperature: 0 is greedy (argmax).
+    top_p: nucleus sampling mass (1 keeps the whole vocabulary).
+    stop: strings that end a completion (excluded from the returned text).
+    batch_size: rows per compiled call (prompts x samples are spread over rows).
+    chunk: decode steps per compiled call between host-side stop checks.
+    prompt_multiple: prompt widths are rounded up to this, so calls with
+      similar prompts reuse one compilation.
+    chat: wrap each prompt in the tokenizer's chat template (instruct models).
+    seed: seed of the per-row random keys.
+  """
+
+  max_new_tokens: int = 256
+  temperature: float = 0.0
+  top_p: float = 1.0
+  stop: tuple[str, ...] = ()
+  batch_size: int = 8
+  chunk: int = 16
+  prompt_multiple: int = 64
+  chat: bool = False
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.max_new_tokens < 1 or self.batch_size < 1 or self.chunk < 1 or self.prompt_multiple < 1:
+      raise JaxpruneError(
+          f"max_new_tokens={self.max_new_tokens}, batch_size={self.batch_size}, chunk={self.chunk},"
+          f" prompt_multiple={self.prompt_multiple}: each must be at least 1")
+    if self.temperature < 0 or not 0 < self.top_p <= 1:
+      raise JaxpruneError(
+          f"temperature={self.temperature}, top_p={self.top_p}: need temperature >= 0 and 0 < top_p <= 1")
+
+
+# --------------------------------------------------------------------------- #
+# Pure, jit-able pieces
+# --------------------------------------------------------------------------- #
+
+
+@pz.pytree_dataclass
+class LastPosition(pz.nn.Layer):
+  """Keeps only the last sequence position, so prefill projects one position onto the vocabulary."""
+
+  def __call__(self, x: pz.nx.NamedArray, **_unused_side_inputs) -> pz.nx.NamedArray:
+    return x[{"seq": pz.slice[-1:]}]
+
+
+def top_p_filter(logits: jax.Array, top_p: jax.Array) -> jax.Array:
+  """Logits outside the smallest set of tokens with probability mass >= ``top_p`` set to -inf.
+
+  The most likely token always stays (as transformers' `TopPLogitsWarper`).
+  """
+  ordered = jnp.sort(logits, axis=-1)[..., ::-1]
+  probs = jax.nn.softmax(ordered, axis=-1)
+  mass_before = jnp.cumsum(probs, axis=-1) - probs
+  kept = jnp.sum(mass_before < top_p, axis=-1, keepdims=True)
+  threshold = jnp.take_along_axis(ordered, jnp.maximum(kept - 1, 0), axis=-1)
+  return jnp.where(logits < threshold, -jnp.inf, logits)
+
+
+def sample_next(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: jax.Array) -> jax.Array:
+  """One token per row of ``logits`` [batch, vocab]: argmax at temperature 0, else top-p sampling."""
+  logits = logits.astype(jnp.float32)
+  greedy = jnp.argmax(logits, axis=-1)
+  scaled = logits / jnp.maximum(temperature, 1e-6)
+  scaled = jax.lax.cond(top_p < 1.0, top_p_filter, lambda x, _: x, scaled, top_p)
+  sampled = jax.vmap(jax.random.categorical)(keys, scaled)
+  return jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32)
+
+
+def _bind(tree_def, params, state):
+  model = pz.bind_variables(tree_def, [v.unfreeze_as_copy() for v in (*params, *state)])
+  _, new_state = pz.unbind_state_vars(model, freeze=True)
+  return model, new_state
+
+
+def _refreeze(model) -> list:
+  return pz.unbind_state_vars(model, freeze=True)[1]
+
+
+@jax.jit
+def prefill(tree_def, params, state, tokens: jax.Array):
+  """Run the left-padded prompts [batch, width] into the cache; (last logits [batch, vocab], state)."""
+  model, _ = _bind(tree_def, params, state)
+  logits = model(pz.nx.wrap(tokens).tag("batch", "seq"))
+  return logits.unwrap("batch", "seq", "vocabulary")[:, -1], _refreeze(model)
+
+
+@functools.partial(jax.jit, static_argnames=("steps",))
+def decode(tree_def, params, state, logits: jax.Array, done: jax.Array, row_keys: jax.Array,
+           start: jax.Array, temperature: jax.Array, top_p: jax.Array, eos: jax.Array, *, steps: int):
+  """``steps`` cached decode steps: (tokens [batch, steps], last logits, done, state).
+
+  Finished rows emit and consume ``PAD``; a row finishes when it samples an id in ``eos``.
+  """
+
+  def step(carry, t):
+    state, logits, done = carry
+    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, start + t)
+    token = jnp.where(done, PAD, sample_next(logits, keys, temperature, top_p))
+    done = done | jnp.isin(token, eos)
+    model, _ = _bind(tree_def, params, state)
+    out = model(pz.nx.wrap(token[:, None]).tag("batch", "seq"))
+    return (_refreeze(model), out.unwrap("batch", "seq", "vocabulary")[:, -1], done), token
+
+  (state, logits, done), tokens = jax.lax.scan(step, (state, logits, done), jnp.arange(steps))
+  return tokens.T, logits, done, state
+
+
+def caching_model(model: model_parts.TransformerLM, batch: int, cache_len: int):
+  """(tree_def, params, initial state) of ``model`` in KV-caching mode for fixed shapes."""
+  body = list(model.body.sublayers)
+  last = max(i for i, layer in enumerate(body) if isinstance(layer, model_parts.TransformerBlock))
+  body.insert(last + 1, LastPosition())
+  model = dataclasses.replace(model, body=pz.nn.Sequential(body))
+  cached = sampling_mode.KVCachingTransformerLM.from_uncached(model, cache_len, {"batch": batch}, pad_id=PAD)
+  tree_def, params = pz.unbind_params(cached, freeze=True)
+  tree_def, state = pz.unbind_state_vars(tree_def, freeze=True)
+  # Python ints would be weakly typed on the first call only: a second compilation.
+  state = [dataclasses.replace(v, value=jnp.int32(v.value)) if isinstance(v.value, int) else v for v in state]
+  return tree_def, params, state
+
+
+# --------------------------------------------------------------------------- #
+# Driver (host side)
+# --------------------------------------------------------------------------- #
+
+
+def _round_up(n: int, multiple: int) -> int:
+  return max(multiple, math.ceil(n / multiple) * multiple)
+
+
+def row_key(seed: int, prompt: int, sample: int) -> jax.Array:
+  """The random key of one (prompt, sample) row: independent of batching."""
+  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), prompt), sample)
+
+
+def generate_ids(
+    model: model_parts.TransformerLM,
+    prompts: Sequence[Sequence[int]],
+    config: GenerateConfig = GenerateConfig(),
+    *,
+    num_samples: int = 1,
+    eos_ids: Sequence[int] = (),
+    stopped: Callable[[int, list[int]], bool] | None = None,
+    max_positions: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[list[list[int]]]:
+  """``num_samples`` continuations (token ids, EOS excluded) of each prompt's ids.
+
+  ``stopped(prompt_index, ids)`` is asked after every chunk whether a row's
+  text has reached a stop string. ``on_batch`` gets the rows finished so far.
+  """
+  if not prompts or any(len(p) == 0 for p in prompts):
+    raise JaxpruneError("every prompt needs at least one token: drop empty prompts or add a BOS token")
+  width = _round_up(max(map(len, prompts)), config.prompt_multiple)
+  steps = _round_up(config.max_new_tokens, config.chunk)
+  if max_positions is not None and max(map(len, prompts)) + config.max_new_tokens > max_positions:
+    raise JaxpruneError(
+        f"prompt of {max(map(len, prompts))} tokens + max_new_tokens {config.max_new_tokens} exceeds the"
+        f" model's context of {max_positions}: lower max_new_tokens or shorten the prompts")
+  batch = config.batch_size
+  tree_def, params, init_state = caching_model(model, batch, width + steps)
+  eos = jnp.asarray(sorted(set(eos_ids)) or [PAD], jnp.int32)
+  temperature, top_p = jnp.float32(config.temperature), jnp.float32(config.top_p)
+  rows = [(i, s) for i in range(len(prompts)) for s in range(num_samples)]
+  out: list[list[list[int]]] = [[[] for _ in range(num_samples)] for _ in prompts]
+  for first in range(0, len(rows), batch):
+    chunk_rows = rows[first:first + batch]
+    tokens = np.full((batch, width), PAD, np.int32)
+    for r, (i, _) in enumerate(chunk_rows):
+      tokens[r, width - len(prompts[i]):] = prompts[i]
+    keys = jnp.stack([row_key(config.seed, i, s) for i, s in chunk_rows]
+                     + [jax.random.key(0)] * (batch - len(chunk_rows)))
+    done = np.arange(batch) >= len(chunk_rows)
+    logits, state = prefill(tree_def, params, init_state, jnp.asarray(tokens))
+    generated: list[list[int]] = [[] for _ in range(batch)]
+    for start in range(0, config.max_new_tokens, config.chunk):
+      new, logits, done_dev, state = decode(
+          tree_def, params, state, logits, jnp.asarray(done), keys, jnp.int32(start), temperature, top_p, eos,
+          steps=config.chunk)
+      new, done = np.asarray(new), np.array(done_dev)
+      for r, (i, _) in enumerate(chunk_rows):
+        if len(generated[r]) < config.max_new_tokens and (not generated[r] or generated[r][-1] != PAD):
+          generated[r].extend(int(t) for t in new[r])
+          if stopped is not None and not done[r] and stopped(i, _strip(generated[r], eos_ids)):
+            done[r] = True
+      if done.all():
+        break
+    for r, (i, s) in enumerate(chunk_rows):
+      out[i][s] = _strip(generated[r][:config.max_new_tokens], eos_ids)
+    if on_batch is not None:
+      on_batch(min(first + batch, len(rows)))
+  return out
+
+
+def _strip(ids: list[int], eos_ids: Sequence[int]) -> list[int]:
+  """Ids up to the first EOS or PAD (exclusive)."""
+  ends = set(eos_ids) | {PAD}
+  return next((ids[:k] for k, t in enumerate(ids) if t in ends), ids)
+
+
+# --------------------------------------------------------------------------- #
+# Text in, text out
+# --------------------------------------------------------------------------- #
+
+
+def eos_ids_of(loaded) -> list[int]:
+  """End-of-sequence ids: the tokenizer's and the config's (which may list several)."""
+  ids = {getattr(loaded.tokenizer, "eos_token_id", None)}
+  configured = getattr(loaded.config, "eos_token_id", None)
+  ids |= set(configured) if isinstance(configured, (list, tuple)) else {configured}
+  return sorted(int(i) for i in ids if i is not None)
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str], chat: bool = False) -> list[list[int]]:
+  """Token ids of each prompt, inside the chat template when ``chat`` (instruct models)."""
+  if tokenizer is None:
+    raise JaxpruneError("the model has no tokenizer: generation from text needs the model's tokenizer files")
+  if not chat:
+    return [list(tokenizer(p)["input_ids"]) for p in prompts]
+  if not getattr(tokenizer, "chat_template", None):
+    raise JaxpruneError("the tokenizer has no chat template: drop the chat option for a base model")
+  texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                         tokenize=False) for p in prompts]
+  return [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+
+
+def completion_text(tokenizer, prompt_ids: Sequence[int], ids: Sequence[int]) -> str:
+  """The text ``ids`` add to the prompt (decoding them alone would lose a leading space in SentencePiece)."""
+  head = tokenizer.decode(list(prompt_ids))
+  whole = tokenizer.decode(list(prompt_ids) + list(ids))
+  return whole[len(head):] if whole.startswith(head) else tokenizer.decode(list(ids))
+
+
+def truncate(text: str, stop: Sequence[str]) -> str:
+  """``text`` up to its earliest stop string (exclusive)."""
+  return text[:min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))]
+
+
+def generate_text(loaded, prompts: Sequence[str], config: GenerateConfig = GenerateConfig(), *,
+                  num_samples: int = 1, on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
+  """``num_samples`` completions of each prompt (prompt excluded, cut at EOS and stop strings)."""
+  tok = loaded.tokenizer
+  ids = encode_prompts(tok, prompts, config.chat)
+  stop = [s for s in config.stop if s]
+  stopped = (lambda i, gen: any(s in completion_text(tok, ids[i], gen) for s in stop)) if stop else None
+  out = generate_ids(loaded.model, ids, config, num_samples=num_samples, eos_ids=eos_ids_of(loaded),
+                     stopped=stopped, max_positions=loaded.spec.max_positions, on_batch=on_batch)
+  return [[truncate(completion_text(tok, ids[i], gen), stop) for gen in samples] for i, samples in enumerate(out)]
+
+
+def make_generate(loaded, config: GenerateConfig = GenerateConfig(),
+                  on_batch: Callable[[int], None] | None = None) -> Callable[..., list[list[str]]]:
+  """A sampler with `evals.codegen.Generate`'s signature; ``config`` supplies batch size, seed, chat."""
+
+  def generate(prompts: list[str], *, num_samples: int, temperature: float, top_p: float,
+               max_new_tokens: int, stop: list[str]) -> list[list[str]]:
+    call = dataclasses.replace(config, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                               stop=tuple(stop))
+    return generate_text(loaded, prompts, call, num_samples=num_samples, on_batch=on_batch)
+
+  return generate
