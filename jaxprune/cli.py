@@ -129,7 +129,32 @@ def _add_prune(sub) -> None:
   p.add_argument("--dtype", default=None, help="parameter dtype (float32, bfloat16); default: the checkpoint's")
   p.add_argument("--out", required=True, help="run directory to write (masks + run.json)")
   p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+  _add_distributed(p)
   p.set_defaults(func=_run_prune)
+
+
+def _add_distributed(p) -> None:
+  g = p.add_argument_group("multi-host runs (jax.distributed; one process per host, same command)")
+  g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                 help="process 0's host and a free port; 'auto' detects SLURM, Open MPI or $JAX_COORDINATOR_ADDRESS")
+  g.add_argument("--num-processes", type=int, default=None, help="processes in the run")
+  g.add_argument("--process-id", type=int, default=None, help="this process: 0 .. N-1")
+  g.add_argument("--init-timeout", type=int, default=300, help="seconds to wait for every process to join")
+  g.add_argument("--heartbeat-timeout", type=int, default=60,
+                 help="seconds of silence after which a process counts as dead and the others stop")
+
+
+def _distributed_config(args) -> "distributed.DistributedConfig | None":
+  """A `DistributedConfig` if any multi-host flag is given, else None."""
+  from jaxprune import distributed
+
+  if args.coordinator is None and args.num_processes is None and args.process_id is None:
+    return None
+  return distributed.DistributedConfig(
+      coordinator=None if args.coordinator == distributed.AUTO else args.coordinator,
+      num_processes=args.num_processes, process_id=args.process_id,
+      init_timeout_s=args.init_timeout, heartbeat_timeout_s=args.heartbeat_timeout,
+  )
 
 
 def _calibration_tokens(args, loaded):
@@ -175,6 +200,14 @@ def _run_prune(args) -> int:
       owl_m=args.owl_m, owl_lambda=args.owl_lambda,
   )
   config.validate()  # fail on bad options before the slow model load
+  dist = _distributed_config(args)
+  if dist is not None:  # before any JAX computation
+    from jaxprune import distributed
+
+    dist.validate()
+    if not distributed.is_worker():  # turns JAX's abort on a dead peer into one error line
+      return distributed.supervise([sys.executable, "-m", "jaxprune.cli", *args.argv], dist)
+    distributed.initialize(dist)
   loaded = converters.load_model(args.model, dtype=args.dtype)
   if scores.NEEDS_CALIBRATION[args.method]:
     tokens, info = _calibration_tokens(args, loaded)
@@ -236,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
+  args.argv = list(sys.argv[1:] if argv is None else argv)  # to rerun as a supervised worker
   logging.basicConfig(
       level=logging.INFO if args.verbose else logging.WARNING,
       format="%(levelname)s %(name)s: %(message)s",
@@ -245,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
   except JaxpruneError as err:
     print(f"jaxprune {args.command}: error: {err}", file=sys.stderr)
     return 2
+  except BrokenPipeError:  # `jaxprune ... | head`
+    sys.stderr.close()
+    return 0
   except KeyboardInterrupt:
     print(f"jaxprune {args.command}: interrupted", file=sys.stderr)
     return 130
