@@ -252,7 +252,74 @@ def _run_export(args) -> int:
   return 0
 
 
-COMMANDS = [_add_info, _add_prune, _add_export, _add_compare, _add_corpora]
+# --------------------------------------------------------------------------- #
+# eval
+# --------------------------------------------------------------------------- #
+
+
+def _add_eval(sub) -> None:
+  p = sub.add_parser("eval", help="perplexity, HumanEval and other tasks of a dense or pruned model")
+  p.add_argument("--model", default=DEFAULT_MODEL, help="HF folder, .gguf file or built-in name (default: %(default)s)")
+  p.add_argument("--masks", default=None, help="run directory written by `jaxprune prune` (default: dense model)")
+  p.add_argument("--tasks", required=True,
+                 help="comma-separated: ppl:python, ppl:java, ppl:cpp, ppl:javascript, ppl:english, ppl:FILE_OR_FOLDER,"
+                      " humaneval, humaneval-java, humaneval-cpp, humaneval-js, ...")
+  p.add_argument("--out", default=None, help="JSON file to write (metrics, config, versions, timings)")
+  p.add_argument("--seqlen", type=int, default=512, help="tokens per perplexity window")
+  p.add_argument("--max-windows", type=int, default=64, help="perplexity windows per source at most")
+  p.add_argument("--batch-size", type=int, default=4, help="rows per compiled scoring call")
+  p.add_argument("--limit", type=int, default=None, help="problems/examples per task at most (quick looks)")
+  p.add_argument("--data", action="append", default=[], metavar="TASK=PATH",
+                 help="local data of a task, e.g. --data hellaswag=hellaswag_val.jsonl (repeatable)")
+  p.add_argument("--greedy", action="store_true", help="HumanEval: greedy pass@1 instead of n samples")
+  p.add_argument("--num-samples", type=int, default=20, help="HumanEval samples per problem")
+  p.add_argument("--temperature", type=float, default=0.8, help="HumanEval sampling temperature")
+  p.add_argument("--top-p", type=float, default=0.95, help="HumanEval nucleus mass")
+  p.add_argument("--max-new-tokens", type=int, default=512, help="generated tokens per completion at most")
+  p.add_argument("--gen-batch-size", type=int, default=16, help="rows per compiled generation call")
+  p.add_argument("--chat", action="store_true", help="wrap generation prompts in the chat template")
+  p.add_argument("--seed", type=int, default=0, help="seed of sampling")
+  p.add_argument("--dtype", default=None, help="parameter dtype (float32, bfloat16); default: the checkpoint's")
+  p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args) -> int:
+  from evals import tasks
+
+  pairs = []
+  for item in args.data:
+    task, sep, path = item.partition("=")
+    if not sep or not task or not path:
+      raise JaxpruneError(f"--data {item!r}: write TASK=PATH, e.g. --data hellaswag=hellaswag_val.jsonl")
+    pairs.append((task, path))
+  config = tasks.EvalConfig(
+      model=args.model, tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()), masks=args.masks,
+      out=args.out, dtype=args.dtype, seqlen=args.seqlen, max_windows=args.max_windows,
+      batch_size=args.batch_size, limit=args.limit, data=tuple(pairs), greedy=args.greedy,
+      num_samples=args.num_samples, temperature=args.temperature, top_p=args.top_p,
+      max_new_tokens=args.max_new_tokens, gen_batch_size=args.gen_batch_size, chat=args.chat, seed=args.seed,
+  )
+  report = tasks.evaluate(config, progress=_bars)
+  print(tasks.table(report))
+  if args.out:
+    print(f"wrote {args.out}")
+  return 0
+
+
+def _bars(description: str, total: int):
+  """A progress bar per task phase; returns update(done so far)."""
+  bar = _progress(total, "it")
+  bar.set_description(description)
+
+  def update(done: int) -> None:
+    bar.update(done - bar.n)
+    if done >= total:
+      bar.close()
+
+  return update
+
+
+COMMANDS = [_add_info, _add_prune, _add_export, _add_compare, _add_corpora, _add_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,250 @@
+"""The evaluation task registry and the driver behind ``jaxprune eval``.
+
+A task name maps to a function ``(loaded, name, config, progress) -> dict``
+that returns ``{"metrics": {...}, ...}``; ``loaded.model`` is already the
+model to evaluate (masks applied). Exact names live in `TASKS`, families of
+names (``ppl:<source>``) in `PREFIXES`; later tasks register the same way.
+
+Example:
+  >>> report = evaluate(EvalConfig(model="smollm2-135m", tasks=("ppl:python", "humaneval"), limit=5))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from jaxprune.errors import JaxpruneError
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int], Callable[[int], None]]
+"""Makes a progress reporter: (description, total) -> update(done so far)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """One ``jaxprune eval`` run: the model, the tasks and every option that changes a number.
+
+  Attributes:
+    model: HF folder, .gguf file or built-in name.
+    tasks: task names (see `names`).
+    masks: a run directory of `jaxprune prune` to apply (None: dense model).
+    out: the JSON to write (None: return only).
+    dtype: parameter dtype (None: the checkpoint's).
+    seqlen: tokens per perplexity window.
+    max_windows: perplexity windows per source at most.
+    batch_size: rows per compiled call of scoring tasks (perplexity, choices).
+    limit: problems/examples per task at most (quick looks).
+    data: (task, path) pairs: local data files of tasks that need them.
+    greedy: HumanEval greedy pass@1 instead of sampling.
+    num_samples, temperature, top_p: HumanEval sampling (the paper's n=20, 0.8, 0.95).
+    max_new_tokens: generated tokens per completion at most.
+    gen_batch_size: rows per compiled generation call.
+    chat: wrap generation prompts in the chat template (instruct models).
+    seed: seed of sampling.
+  """
+
+  model: str
+  tasks: tuple[str, ...]
+  masks: str | None = None
+  out: str | None = None
+  dtype: str | None = None
+  seqlen: int = 512
+  max_windows: int = 64
+  batch_size: int = 4
+  limit: int | None = None
+  data: tuple[tuple[str, str], ...] = ()
+  greedy: bool = False
+  num_samples: int = 20
+  temperature: float = 0.8
+  top_p: float = 0.95
+  max_new_tokens: int = 512
+  gen_batch_size: int = 16
+  chat: bool = False
+  seed: int = 0
+
+  def data_path(self, task: str) -> str | None:
+    return dict(self.data).get(task)
+
+
+Task = Callable[[Any, str, EvalConfig, Progress], dict[str, Any]]
+TASKS: dict[str, Task] = {}
+PREFIXES: dict[str, Task] = {}
+
+
+def register(name: str, fn: Task) -> None:
+  """Add a task; a name ending in ``:`` registers every name with that prefix."""
+  (PREFIXES if name.endswith(":") else TASKS)[name] = fn
+
+
+def names() -> str:
+  return ", ".join([*TASKS, *(f"{p}<source>" for p in PREFIXES)])
+
+
+def task_for(name: str) -> Task:
+  if name in TASKS:
+    return TASKS[name]
+  for prefix, fn in PREFIXES.items():
+    if name.startswith(prefix) and len(name) > len(prefix):
+      return fn
+  raise JaxpruneError(f"unknown task {name!r}: choose from {names()}")
+
+
+def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
+  return lambda _done: None
+
+
+# --------------------------------------------------------------------------- #
+# Tasks of this module: perplexity and the HumanEval family
+# --------------------------------------------------------------------------- #
+
+
+def _ppl(loaded, name: str, config: EvalConfig, progress: Progress) -> dict[str, Any]:
+  from evals import perplexity
+
+  source = name.split(":", 1)[1]
+  windows, what = perplexity.windows_for(source, loaded.tokenizer, config.seqlen, config.max_windows)
+  report = perplexity.perplexity(loaded.model, windows, batch_size=config.batch_size,
+                                 on_batch=progress(name, len(windows)))
+  return {"metrics": {"ppl": report.pop("ppl")}, "source": source, "text": what, **report}
+
+
+def generation_config(config: EvalConfig):
+  """The `GenerateConfig` of a run; sampling options are set per call by the task."""
+  from evals import generate
+
+  return generate.GenerateConfig(batch_size=config.gen_batch_size, chat=config.chat, seed=config.seed,
+                                 max_new_tokens=config.max_new_tokens)
+
+
+def _humaneval(loaded, name: str, config: EvalConfig, progress: Progress) -> dict[str, Any]:
+  from evals import generate, humaneval
+  from evals.codegen import SamplingConfig
+
+  if config.greedy:
+    sampling = SamplingConfig.greedy(config.max_new_tokens)
+  else:
+    sampling = SamplingConfig(num_samples=config.num_samples, temperature=config.temperature,
+                              top_p=config.top_p, max_new_tokens=config.max_new_tokens,
+                              ks=tuple(k for k in (1, 10, 100) if k <= config.num_samples))
+  he_config = humaneval.HumanEvalConfig(sampling=sampling, problems_path=config.data_path(name),
+                                        limit=config.limit)
+  count = len(humaneval.select(humaneval.language(name).problems(he_config.problems_path)[0], he_config))
+  rows = progress(f"{name} generate", count * sampling.num_samples)
+  runs = progress(f"{name} execute", count * sampling.num_samples)
+  gen = generate.make_generate(loaded, generation_config(config), on_batch=rows)
+  finished = [0]
+
+  def on_result(_index, _result) -> None:
+    finished[0] += 1
+    runs(finished[0])
+
+  return humaneval.evaluate(gen, name, he_config, on_result=on_result)
+
+
+register("ppl:", _ppl)
+for _name in ("humaneval", "humaneval-java", "humaneval-cpp", "humaneval-js"):
+  register(_name, _humaneval)
+
+
+# --------------------------------------------------------------------------- #
+# Driver
+# --------------------------------------------------------------------------- #
+
+
+def apply_run(loaded, run_dir: str | None) -> tuple[Any, dict[str, Any] | None]:
+  """``loaded`` with a prune run's masks (and SparseGPT weights) applied, and the run's summary."""
+  if run_dir is None:
+    return loaded, None
+  from jaxprune import pruning, runs
+
+  masks, record, new_weights = runs.load_run(run_dir)
+  made_for = record.get("model", {})
+  if made_for.get("hash") != loaded.content_hash:
+    raise JaxpruneError(
+        f"the masks in {run_dir} were made for model {made_for.get('id')} (hash {made_for.get('hash')}),"
+        f" not {loaded.source} (hash {loaded.content_hash}): pass the --model the run was pruned from")
+  result = pruning.PruneResult(masks, {}, {}, new_weights, (), {})
+  model = pruning.apply_result(loaded, result)
+  summary = {"run": str(run_dir), "sparsity": record.get("sparsity", {}).get("__total__"),
+             "options": record.get("options"), "calibration": record.get("calibration"),
+             "sparsegpt_weights": bool(new_weights)}
+  return dataclasses.replace(loaded, model=model), summary
+
+
+def run_tasks(loaded, config: EvalConfig, progress: Progress = _no_progress) -> dict[str, dict[str, Any]]:
+  """Every task of ``config`` on ``loaded.model``: {task: report with metrics and seconds}."""
+  results = {}
+  for name in config.tasks:
+    start = time.perf_counter()
+    report = task_for(name)(loaded, name, config, progress)
+    report["seconds"] = round(time.perf_counter() - start, 3)
+    log.info("%s: %s (%.1f s)", name, report.get("metrics"), report["seconds"])
+    results[name] = report
+  return results
+
+
+def check(config: EvalConfig) -> None:
+  """Fail on bad options before the slow model load."""
+  if not config.tasks:
+    raise JaxpruneError(f"no tasks given: pass --tasks with one or more of {names()}")
+  for name in config.tasks:
+    task_for(name)
+  unknown = [t for t, _ in config.data if t not in config.tasks]
+  if unknown:
+    raise JaxpruneError(f"--data names task {unknown[0]!r}, which is not in --tasks: add it or drop the --data")
+  if config.seqlen < 2 or config.max_windows < 1 or config.batch_size < 1:
+    raise JaxpruneError(
+        f"seqlen={config.seqlen}, max_windows={config.max_windows}, batch_size={config.batch_size}:"
+        " need seqlen >= 2 and the others >= 1")
+  if config.limit is not None and config.limit < 1:
+    raise JaxpruneError(f"--limit {config.limit} must be at least 1")
+  if config.masks is not None and not (Path(config.masks) / "run.json").is_file():
+    raise JaxpruneError(
+        f"--masks {config.masks} is not a finished jaxprune run (no run.json): pass a directory written by"
+        " `jaxprune prune`")
+  if config.out is not None and not Path(config.out).expanduser().absolute().parent.is_dir():
+    raise JaxpruneError(f"--out {config.out}: its folder does not exist; create it or choose another path")
+
+
+def evaluate(config: EvalConfig, progress: Progress = _no_progress) -> dict[str, Any]:
+  """Load the model, apply the masks, run the tasks, write ``config.out``: the ``jaxprune eval`` call."""
+  import converters
+  from jaxprune import runs
+
+  check(config)
+  start = time.perf_counter()
+  loaded = converters.load_model(config.model, dtype=config.dtype)
+  if config.seqlen > loaded.spec.max_positions and any(t.startswith("ppl:") for t in config.tasks):
+    raise JaxpruneError(
+        f"--seqlen {config.seqlen} exceeds the model's context of {loaded.spec.max_positions}:"
+        f" use --seqlen {loaded.spec.max_positions} or less")
+  loaded, masks = apply_run(loaded, config.masks)
+  load_s = time.perf_counter() - start
+  results = run_tasks(loaded, config, progress)
+  report = {
+      "model": loaded.model_id,
+      "masks": masks,
+      "tasks": results,
+      "config": dataclasses.asdict(config),
+      "versions": runs.versions(),
+      "timings": {"load_s": round(load_s, 3), "total_s": round(time.perf_counter() - start, 3),
+                  **{f"{name}_s": r["seconds"] for name, r in results.items()}},
+  }
+  if config.out is not None:
+    runs.write_json_atomic(Path(config.out).expanduser(), report)
+  return report
+
+
+def table(report: Mapping[str, Any]) -> str:
+  """A short text table of every task's metrics."""
+  lines = [f"{'task':<24} {'metric':<12} {'value':>10} {'seconds':>9}"]
+  for name, result in report["tasks"].items():
+    for metric, value in result.get("metrics", {}).items():
+      lines.append(f"{name:<24} {metric:<12} {value:>10.4f} {result.get('seconds', 0):>9.1f}")
+  return "\n".join(lines)
