@@ -22,9 +22,13 @@ switches to the unprivileged uid when it can reach its executables). One process
 report (layers in force, exit code of each step) to REPORT_FD.
 """
 
+# Import everything up front: once /root (say) is covered, this interpreter's
+# own library may be out of reach.
+import base64
 import ctypes
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -119,7 +123,7 @@ def _mountpoints() -> list[str]:
   with open("/proc/self/mountinfo") as f:
     for line in f:
       point = line.split()[4]
-      points.append(point.encode().decode("unicode_escape"))  # \040 -> space
+      points.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point))  # \040 -> space
   return points
 
 
@@ -163,8 +167,6 @@ def _lock_down(spec: dict, inner) -> list[str]:
 
 
 def _write_files(spec: dict, inner) -> None:
-  import base64
-
   for name, content in spec["files"].items():
     path = os.path.join(spec["workdir"], name)
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from jaxprune.errors import JaxpruneError
@@ -100,12 +100,15 @@ class Program:
   """Files to write into the working directory and commands to run in order.
 
   The run stops at the first command that fails (a compiler's error, say).
-  ``guarded`` marks a Python program run under the audit hook.
+  ``guarded`` marks a Python program run under the audit hook. ``expose``
+  names host paths the program reads (a precompiled header) that may lie
+  under a directory its uid cannot enter; they are bound in read-only.
   """
 
   files: Mapping[str, str | bytes]
   commands: tuple[tuple[str, ...], ...]
   guarded: bool = False
+  expose: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,10 +161,17 @@ def _check_program(program: Program) -> None:
     if not parts or Path(name).is_absolute() or ".." in parts:
       raise ValueError(f"sandbox file name {name!r} must be a relative path inside the working directory")
   for command in program.commands:
+    if command and _built_in_run(command[0]):
+      continue
     if not command or shutil.which(command[0]) is None:
       raise JaxpruneError(
           f"sandbox command {command[:1]} is not an installed program: install it or fix the command"
       )
+
+
+def _built_in_run(executable: str) -> bool:
+  """``./a.out``: a program an earlier command builds in the working directory."""
+  return "/" in executable and not os.path.isabs(executable)
 
 
 def _needs_cover(path: str) -> str | None:
@@ -180,7 +190,8 @@ def _covers(program: Program, workdir: str) -> dict[str, list[str]]:
   a private directory (pyenv's /root/.pyenv with /root at 0700), nor a working
   directory under one; the mount namespace re-exposes just those paths.
   """
-  needed = {os.path.realpath(shutil.which(c[0]) or c[0]) for c in program.commands} | {workdir}
+  needed = {os.path.realpath(shutil.which(c[0]) or c[0]) for c in program.commands if not _built_in_run(c[0])}
+  needed |= {workdir, *(os.path.realpath(p) for p in program.expose)}
   if any(os.path.realpath(c[0]) == os.path.realpath(sys.executable) for c in program.commands):
     needed |= {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
   covers: dict[str, set[str]] = {}

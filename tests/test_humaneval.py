@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import textwrap
-import uuid
-from pathlib import Path
 
 import pytest
 

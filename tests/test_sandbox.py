@@ -7,11 +7,11 @@ and ``hook`` (no namespaces: the Python audit hook and the limits must).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import socket
-import sys
 import textwrap
 import uuid
 from pathlib import Path
@@ -71,7 +71,7 @@ def test_files_bytes_and_subdirs():
       "print(open('data/blob.bin', 'rb').read().hex(), open('data/t.txt').read())",
       files={"data/t.txt": "text"},
   )
-  program = Program({**program.files, "data/blob.bin": b"\x00\xff"}, program.commands, program.guarded)
+  program = dataclasses.replace(program, files={**program.files, "data/blob.bin": b"\x00\xff"})
   result = sandbox.run(program)
   assert result.stdout == "00ff text\n", result.stderr
 
