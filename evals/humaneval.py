@@ -58,8 +58,9 @@ class Python:
     return load_problems(path), {}
 
   def program(self, problem: Problem, completion: str) -> sandbox.Program:
-    source = f"{problem.prompt}{completion}\n\n{problem.tests}\n\ncheck({problem.entry_point})\n"
-    return sandbox.python_program(source)
+    marker = sandbox.success_marker()
+    source = f"{problem.prompt}{completion}\n\n{problem.tests}\n\ncheck({problem.entry_point})\nprint({marker!r})\n"
+    return dataclasses.replace(sandbox.python_program(source), success_marker=marker)
 
 
 def language(task: str) -> codegen.Language:

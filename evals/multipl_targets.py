@@ -233,10 +233,16 @@ class Java(Target):
     return "    }\n    public static void main(String[] args) {\n" + "\n".join(lines) + "\n    }\n\n}\n"
 
   def program(self, problem: Problem, completion: str) -> sandbox.Program:
-    source = f"{problem.prompt}{completion}\n{problem.tests}"
-    files = {"Problem.java": source, "org/javatuples/Pair.java": PAIR_JAVA}
+    marker = sandbox.success_marker()
+    files = {
+        "Problem.java": f"{problem.prompt}{completion}\n{problem.tests}",
+        "org/javatuples/Pair.java": PAIR_JAVA,
+        # Problem.main holds the tests; the marker shows they ran to the end.
+        "Runner.java": "class Runner {\n    public static void main(String[] args) {\n"
+                       f"        Problem.main(args);\n        System.out.println({_c_string(marker)});\n    }}\n}}\n",
+    }
     javac = ("javac", "-encoding", "UTF-8", *(f"-J{o}" for o in _JVM), *files)
-    return sandbox.Program(files, (javac, ("java", "-ea", *_JVM, "Problem")))
+    return sandbox.Program(files, (javac, ("java", "-ea", *_JVM, "Runner")), success_marker=marker)
 
 
 # --------------------------------------------------------------------------- #
@@ -309,13 +315,19 @@ class Cpp(Target):
     return f"}}\nint main() {{\n    {pointer}\n" + "\n".join(lines) + "\n}\n"
 
   def program(self, problem: Problem, completion: str) -> sandbox.Program:
-    files = {"main.cpp": f"{problem.prompt}{completion}\n{problem.tests}"}
+    marker = sandbox.success_marker()
+    tests = problem.tests.rstrip()
+    if tests.endswith("}"):  # main's closing brace, here and in MultiPL-E's files
+      tests = f"{tests[:-1]}    std::puts({_c_string(marker)});\n}}\n"
+    else:
+      marker = None
     pch = stdcpp_pch()
     # -include puts the precompiled <bits/stdc++.h> first, where GCC can use
     # it; the prompt's own #include lines then add nothing (4x faster builds).
     extra = ("-I", pch, "-include", "bits/stdc++.h") if pch else ()
     compile_ = ("g++", *_GXX_FLAGS, *extra, "-o", "main", "main.cpp")
-    return sandbox.Program(files, (compile_, ("./main",)), expose=(pch,) if pch else ())
+    files = {"main.cpp": f"{problem.prompt}{completion}\n{tests}"}
+    return sandbox.Program(files, (compile_, ("./main",)), expose=(pch,) if pch else (), success_marker=marker)
 
 
 _GXX_FLAGS = ("-std=c++17", "-pipe")
@@ -422,6 +434,8 @@ class JavaScript(Target):
             + "\n".join(lines) + "\n}\n\ntest();\n")
 
   def program(self, problem: Problem, completion: str) -> sandbox.Program:
-    return sandbox.Program({"main.js": f"{problem.prompt}{completion}\n{problem.tests}"}, (("node", "main.js"),))
+    marker = sandbox.success_marker()
+    source = f"{problem.prompt}{completion}\n{problem.tests}\nconsole.log({json.dumps(marker)});\n"
+    return sandbox.Program({"main.js": source}, (("node", "main.js"),), success_marker=marker)
 
 

@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -102,13 +103,22 @@ class Program:
   The run stops at the first command that fails (a compiler's error, say).
   ``guarded`` marks a Python program run under the audit hook. ``expose``
   names host paths the program reads (a precompiled header) that may lie
-  under a directory its uid cannot enter; they are bound in read-only.
+  under a directory its uid cannot enter; they are bound in read-only. With
+  ``success_marker`` the run passes only if stdout ends with that line, so a
+  program that exits 0 before its tests finish (``exit(0)`` in a completion)
+  fails.
   """
 
   files: Mapping[str, str | bytes]
   commands: tuple[tuple[str, ...], ...]
   guarded: bool = False
   expose: tuple[str, ...] = ()
+  success_marker: str | None = None
+
+
+def success_marker() -> str:
+  """A fresh line for `Program.success_marker`: no program can print it by chance."""
+  return f"jaxprune-tests-passed-{secrets.token_hex(8)}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -315,15 +325,19 @@ def _run_once(program: Program, config: SandboxConfig, namespaced: bool) -> Sand
     raw = report_file.read()
     report = json.loads(raw) if raw else {}
     status, code, failed = _classify(report, timed_out, init_code)
-    stderr = _tail(err, config.output_chars)
+    stdout, stderr = _tail(out, config.output_chars), _tail(err, config.output_chars)
     if status == "error":
       stderr = f"{report['error']}\n{stderr}"
+    marker = program.success_marker
+    if status == "passed" and marker is not None and stdout.rstrip("\n").rpartition("\n")[2] != marker:
+      status, failed = "failed", len(program.commands) - 1
+      stderr += "\nsandbox: exited 0 without printing its success marker (it stopped before its tests ended)"
     layers = ("process-group", "rlimits", "scrubbed-env", "temp-dir", *report.get("layers", ()))
     if program.guarded:
       layers += ("audit-hook",)
     network = "net-ns" if "net-ns" in layers else "audit-hook" if program.guarded else "none"
     return SandboxResult(
-        status=status, returncode=code, stdout=_tail(out, config.output_chars), stderr=stderr,
+        status=status, returncode=code, stdout=stdout, stderr=stderr,
         duration_s=time.monotonic() - start, isolation=layers, network=network, failed_command=failed,
     )
   finally:

@@ -50,6 +50,7 @@ HOSTILE = {
     "alloc-50GB": "x = bytearray(50 * 2**30)",
     "kill-parent": "import os, signal; os.kill(os.getppid(), signal.SIGKILL)",
     "delete-parent": "import os; [os.remove(os.path.join('..', f)) for f in os.listdir('..')]",
+    "exit-0-before-tests-end": "import os; os._exit(0)",
 }
 
 
@@ -75,7 +76,7 @@ def test_hostile_completions_fail_and_the_run_goes_on(tmp_path):
   for task_id, entry in report["per_problem"].items():
     expected = 0 if task_id in hostile else 1
     assert entry["correct"] == expected, (task_id, hostile.get(task_id), entry)
-  assert report["metrics"]["pass@1"] == pytest.approx(5 / 12)
+  assert report["metrics"]["pass@1"] == pytest.approx((12 - len(HOSTILE)) / 12)
   assert not outside.exists() and (root / "sentinel").read_text() == "keep"
 
 

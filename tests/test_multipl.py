@@ -275,10 +275,10 @@ SOLUTIONS = {
                           "  return [undefined, undefined];\n}\n"),
     },
 }
-BROKEN = {  # a compile (or syntax) error and an endless loop
-    "java": ("        return 1 +;\n", "        while (true) {}\n"),
-    "cpp": ("    return 1 +;\n", "    while (true) {}\n"),
-    "js": ("  return 1 +;\n}\n", "  while (true) {}\n}\n"),
+BROKEN = {  # for truncate_number: a compile (or syntax) error, an endless loop, exit(0) before the tests end
+    "java": ("        return 1 +;\n", "        while (true) {}\n", "        System.exit(0);\n        return 0.5;\n"),
+    "cpp": ("    return 1 +;\n", "    while (true) {}\n", "    exit(0);\n"),
+    "js": ("  return 1 +;\n}\n", "  while (true) {}\n}\n", "  process.exit(0);\n}\n"),
 }
 
 
@@ -295,7 +295,7 @@ def test_correct_passes_wrong_fails(name):
   for sample in report["samples"]:
     statuses.setdefault(sample["task_id"], []).append(sample["status"])
   expected = {t: ["passed", "failed"] for t in SOLUTIONS[name]}
-  expected["HumanEval/2"] = ["passed", "failed", "failed", "timeout"]
+  expected["HumanEval/2"] = ["passed", "failed", "failed", "timeout", "failed"]
   assert statuses == expected, [s for s in report["samples"] if s["status"] != "passed"][:2]
 
 

@@ -76,6 +76,16 @@ def test_files_bytes_and_subdirs():
   assert result.stdout == "00ff text\n", result.stderr
 
 
+@pytest.mark.parametrize(
+    "source, status",
+    [("print('M')", "passed"), ("print('M'); print('more')", "failed"), ("import os; os._exit(0)", "failed")],
+    ids=["marker-last", "marker-not-last", "exit-0-early"],
+)
+def test_success_marker(source, status):
+  program = dataclasses.replace(python_program(source), success_marker="M")
+  assert sandbox.run(program).status == status
+
+
 def test_environment_is_scrubbed(monkeypatch):
   monkeypatch.setenv("JAXPRUNE_SECRET", "hunter2")
   result = py("import os, json; print(json.dumps(dict(os.environ)), os.getcwd())", env=(("EXTRA", "1"),))
