@@ -228,6 +228,28 @@ def _check_tokens(tokens, vocab_size: int | None, max_positions: int | None) -> 
   return tokens.astype(np.int32)
 
 
+def _put(tree, sharding: NamedSharding):
+  """Host or local arrays (the same on every process) as global arrays.
+
+  Each process builds only its own devices' shards: under `jax.distributed` a
+  process puts just its rows of every calibration micro-batch on its devices.
+  (`jax.device_put` would all-gather each array to check it is the same on
+  every process: a whole block's weights per call.)
+  """
+  if sharding.is_fully_addressable:
+    return jax.device_put(tree, sharding)
+  return jax.tree.map(lambda a: jax.make_array_from_callback(np.shape(a), sharding, lambda i: a[i]), tree)
+
+
+def _local(x: jax.Array) -> jax.Array:
+  """This process's copy of a replicated statistic: masks are chosen locally
+  (the same on every process), without cross-host traffic."""
+  if x.is_fully_addressable:
+    return x
+  assert x.is_fully_replicated, "block statistics must come out replicated"
+  return x.addressable_data(0)
+
+
 @dataclasses.dataclass
 class _Batches:
   """Calibration activations as a list of sharded micro-batches."""
@@ -248,7 +270,7 @@ def _sample_weights(n: int, microbatch: int, mesh: Mesh) -> list[jax.Array]:
   w = np.zeros((padded,), np.float32)
   w[:n] = 1.0
   sharding = NamedSharding(mesh, PartitionSpec("data"))
-  return [jax.device_put(w[i : i + mb], sharding) for i in range(0, padded, mb)]
+  return [_put(w[i : i + mb], sharding) for i in range(0, padded, mb)]
 
 
 def _microbatches(tokens: np.ndarray, microbatch: int, mesh: Mesh, prefix) -> _Batches:
@@ -257,8 +279,8 @@ def _microbatches(tokens: np.ndarray, microbatch: int, mesh: Mesh, prefix) -> _B
   tok = np.zeros((mb * len(ws), tokens.shape[1]), np.int32)
   tok[: tokens.shape[0]] = tokens
   sharding = NamedSharding(mesh, PartitionSpec("data"))
-  prefix = jax.device_put(pz.freeze_params(prefix), NamedSharding(mesh, PartitionSpec()))
-  xs = [_embed(prefix, jax.device_put(tok[i : i + mb], sharding)) for i in range(0, tok.shape[0], mb)]
+  prefix = _put(pz.freeze_params(prefix), NamedSharding(mesh, PartitionSpec()))
+  xs = [_embed(prefix, _put(tok[i : i + mb], sharding)) for i in range(0, tok.shape[0], mb)]
   return _Batches(xs, ws)
 
 
@@ -269,7 +291,7 @@ def _run(block, batches: _Batches, mesh: Mesh, *, probe_names: set[str] | None, 
   block_def, values = _canonical(block)
   # Weights and statistics replicated on every device: one sharding for every
   # call, so the compiled function is reused across micro-batches and blocks.
-  values = jax.device_put(values, NamedSharding(mesh, PartitionSpec()))
+  values = _put(values, NamedSharding(mesh, PartitionSpec()))
   state_labels = [v.label for v in values if isinstance(v, pz.StateVariableValue)]
   fixed = [v for v in values if not isinstance(v, pz.StateVariableValue)]
   state = [v for v in values if isinstance(v, pz.StateVariableValue)]
@@ -358,7 +380,7 @@ def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstruc
       dense_out, states = _run(block, batches, mesh, probe_names=set(linears), with_gram=config.method == "sparsegpt")
       for label, state in states:
         name = label.removeprefix("stats:").replace(".layers.#.", f".layers.{_block_index(linears)}.", 1)
-        collected[name] = stats.finalize(state)
+        collected[name] = stats.finalize(jax.tree.map(_local, state))
       timings["calibration_forward"] += time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -25,8 +25,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxprune import distributed, pruning
 from jaxprune import masks as masks_lib
-from jaxprune import pruning
 from jaxprune.errors import JaxpruneError
 from jaxprune.resume import BlockCheckpointer
 
@@ -70,7 +70,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def _prepare(run_dir: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
   """Refuse a used directory unless resuming the same run or overwriting."""
   if not run_dir.exists():
-    run_dir.mkdir(parents=True)
+    run_dir.mkdir(parents=True, exist_ok=True)  # exist_ok: other processes of a multi-host run
     return
   if overwrite:
     if jax.process_index() == 0:
@@ -101,10 +101,13 @@ def prune_run(loaded, calib_tokens: np.ndarray, config: pruning.PruneConfig, run
       "options": dataclasses.asdict(config),
   }
   fingerprint = json.loads(json.dumps(fingerprint, default=str))
+  distributed.check_same(json.dumps([fingerprint, run.overwrite], sort_keys=True),
+                         "model, calibration tokens or options")
   _prepare(run_dir, fingerprint, run.overwrite)
   for partial in ("masks", "weights"):  # left by a crash between the final saves
     if (run_dir / partial).exists() and not (run_dir / RUN_JSON).exists() and jax.process_index() == 0:
       shutil.rmtree(run_dir / partial)
+  distributed.barrier("jaxprune:run-dir-ready")  # process 0 may have just emptied it
   shapes = {l.name: l.shape for l in loaded.spec.linears}
   checkpointer = BlockCheckpointer(run_dir / "state", fingerprint, shapes)
   started = time.perf_counter()
