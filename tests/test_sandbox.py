@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import textwrap
 import uuid
 from pathlib import Path
@@ -170,10 +172,8 @@ FENCES = [
 ]
 
 
-def hostile_run(fence: str, sources: list[str], tmp_path: Path, marker: str) -> list[sandbox.SandboxResult]:
-  """Run hostile sources then a benign one in one batch, under one fence."""
-  root = tmp_path / "root"
-  root.mkdir(exist_ok=True)
+def hostile_run(fence: str, sources: list[str], root: Path, marker: str) -> list[sandbox.SandboxResult]:
+  """Run hostile sources then a benign one in one batch, under one fence, working dirs in ``root``."""
   config = SandboxConfig(
       timeout_s=2.5, tmp_root=str(root), env=(("JP_MARKER", marker),),
       isolation="namespaces" if fence == "os" else "none",
@@ -206,12 +206,25 @@ def listener():
   server.close()
 
 
+@pytest.fixture
+def open_root():
+  """A world-writable parent for the working dirs, like /tmp without the sticky bit.
+
+  The program sees its real neighbours (under pytest's private tmp_path the
+  sandbox would hide them behind a tmpfs), and only the read-only file system,
+  not file permissions, stops it from deleting them or writing beside them.
+  """
+  root = Path(tempfile.mkdtemp(prefix="jaxprune-test-"))
+  root.chmod(0o777)
+  yield root
+  shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.mark.parametrize("fence", FENCES)
-def test_hostile_programs_are_contained(fence, tmp_path, listener):
+def test_hostile_programs_are_contained(fence, open_root, listener):
   marker = uuid.uuid4().hex
-  outside = tmp_path / "escaped.txt"
-  (tmp_path / "root").mkdir()
-  sentinel = tmp_path / "root" / "sentinel.txt"
+  outside = open_root / "escaped.txt"
+  sentinel = open_root / "sentinel.txt"
   sentinel.write_text("keep me")
   port = listener.getsockname()[1]
   cases = {
@@ -236,13 +249,17 @@ def test_hostile_programs_are_contained(fence, tmp_path, listener):
       "alloc-50GB": "x = bytearray(50 * 2**30); x[-1] = 1",
       "kill-parent": "import os, signal, time; os.kill(os.getppid(), signal.SIGKILL); time.sleep(5)",
   }
-  results = hostile_run(fence, list(cases.values()), tmp_path, marker)
+  escaped_tmp = Path(f"/tmp/jaxprune-escape-{marker}")
+  try:
+    results = hostile_run(fence, list(cases.values()), open_root, marker)
+    assert not escaped_tmp.exists()
+  finally:
+    escaped_tmp.unlink(missing_ok=True)  # a failing run must not leave it behind
   statuses = {name: r.status for name, r in zip(cases, results)}
   assert all(s in ("failed", "timeout") for s in statuses.values()), statuses
   assert statuses["infinite-loop"] == "timeout"
   assert all(r.duration_s < 6 for r in results), [r.duration_s for r in results]
   assert not outside.exists()
-  assert not Path(f"/tmp/jaxprune-escape-{marker}").exists()
   assert sentinel.read_text() == "keep me"
   with pytest.raises(BlockingIOError):
     listener.accept()
@@ -263,9 +280,13 @@ def test_hostile_programs_are_contained(fence, tmp_path, listener):
     ids=["dev-shm", "remount-rw", "kill-everyone", "setuid-root", "raw-disk"],
 )
 def test_kernel_fences_without_hook(source):
-  result = sandbox.run(python_program(source, guarded=False), SandboxConfig(timeout_s=2.5))
-  assert result.status in ("failed", "timeout"), result
-  assert not Path("/dev/shm/jaxprune-escape").exists()
+  escaped = Path("/dev/shm/jaxprune-escape")
+  try:
+    result = sandbox.run(python_program(source, guarded=False), SandboxConfig(timeout_s=2.5))
+    assert result.status in ("failed", "timeout"), result
+    assert not escaped.exists()
+  finally:
+    escaped.unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize(
