@@ -114,6 +114,7 @@ def unify(a: Type, b: Type) -> Type:
 
 
 def unify_all(types: Iterable[Type]) -> Type:
+  """`unify` over many types; ``unknown`` for none (an empty list's elements)."""
   result = UNKNOWN
   for t in types:
     result = unify(result, t)
@@ -121,6 +122,7 @@ def unify_all(types: Iterable[Type]) -> Type:
 
 
 def is_concrete(t: Type) -> bool:
+  """Whether a typed language can declare ``t`` (no unknown or bare None inside)."""
   return t.kind not in ("unknown", "none") and all(is_concrete(a) for a in t.args)
 
 
@@ -300,6 +302,7 @@ def infer_types(sig: Signature, tests: list[Case]) -> tuple[tuple[Type, ...], Ty
 
 
 def check_arity(sig: Signature, tests: list[Case]) -> None:
+  """Every test must call the function with as many arguments as it declares."""
   bad = [c for c in tests if len(c.args) != len(sig.params)]
   if bad:
     raise Untranslatable(f"a test passes {len(bad[0].args)} arguments to a {len(sig.params)}-parameter function")
