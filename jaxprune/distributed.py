@@ -123,11 +123,15 @@ def initialize(config: DistributedConfig) -> None:
   if is_worker():
     _die_with_supervisor()
   jax.config.update("jax_cpu_collectives_implementation", config.cpu_collectives)
+  explicit = None not in (config.coordinator, config.num_processes, config.process_id)
   try:
     jax.distributed.initialize(
         coordinator_address=config.coordinator,
         num_processes=config.num_processes,
         process_id=config.process_id,
+        # Explicit flags skip cluster detection, which under SLURM would also
+        # narrow each process to one GPU (SLURM_LOCALID).
+        cluster_detection_method="deactivate" if explicit else None,
         initialization_timeout=config.init_timeout_s,
         heartbeat_timeout_seconds=config.heartbeat_timeout_s,
         shutdown_timeout_seconds=config.shutdown_timeout_s,

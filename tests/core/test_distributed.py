@@ -137,6 +137,22 @@ def test_process_that_never_joins_fails_in_one_line(tiny, tmp_path, capsys):
   assert not (tmp_path / "run").exists()
 
 
+def test_coordinator_auto_detects_slurm(tiny, tmp_path):
+  folder, tokens = tiny
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "SLURM_JOB_ID": "4242",
+         "SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+         "JAX_COORDINATOR_PORT": str(_free_port())}
+  env.pop(distributed.WORKER_ENV, None)
+  done = subprocess.run(
+      [sys.executable, "-m", "jaxprune.cli", "-v", "prune", "--model", str(folder), "--calib-tokens", str(tokens),
+       "--out", str(tmp_path / "run"), "--coordinator", "auto"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+  )
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "process 0 of 1: 2 local of 2 global devices" in done.stderr
+  assert (tmp_path / "run" / "run.json").exists()
+
+
 # --------------------------------------------------------------------------- #
 # Fast checks: flags, supervision and diagnosis without a second process
 # --------------------------------------------------------------------------- #
