@@ -9,18 +9,11 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import functools
-import hashlib
 import json
 import logging
-import os
-import re
-import shutil
-import subprocess
-import tempfile
 from typing import Any
 
-from evals import sandbox
+from evals import sandbox, stdcpp_pch
 from evals import translate as tr
 from evals.codegen import Problem
 from evals.translate import Type, Untranslatable
@@ -321,55 +314,13 @@ class Cpp(Target):
       tests = f"{tests[:-1]}    std::puts({_c_string(marker)});\n}}\n"
     else:
       marker = None
-    pch = stdcpp_pch()
+    pch = stdcpp_pch.build()
     # -include puts the precompiled <bits/stdc++.h> first, where GCC can use
     # it; the prompt's own #include lines then add nothing (4x faster builds).
     extra = ("-I", pch, "-include", "bits/stdc++.h") if pch else ()
-    compile_ = ("g++", *_GXX_FLAGS, *extra, "-o", "main", "main.cpp")
+    compile_ = ("g++", *stdcpp_pch.FLAGS, *extra, "-o", "main", "main.cpp")
     files = {"main.cpp": f"{problem.prompt}{completion}\n{tests}"}
     return sandbox.Program(files, (compile_, ("./main",)), expose=(pch,) if pch else (), success_marker=marker)
-
-
-_GXX_FLAGS = ("-std=c++17", "-pipe")
-
-
-@functools.lru_cache(maxsize=None)
-def stdcpp_pch() -> str | None:
-  """A directory holding <bits/stdc++.h> precompiled for `_GXX_FLAGS`, built once and cached.
-
-  Built on the host from the system header (trusted input), in
-  ``$XDG_CACHE_HOME/jaxprune`` under a name that hashes the compiler's version
-  and flags. None (and a warning) when it cannot be built: runs are slower only.
-  """
-  try:
-    version = subprocess.run(["g++", "--version"], capture_output=True, text=True, check=True).stdout
-    deps = subprocess.run(
-        ["g++", *_GXX_FLAGS, "-x", "c++", "-M", "-"], input="#include <bits/stdc++.h>\n",
-        capture_output=True, text=True, check=True,
-    ).stdout
-    header = next(p for p in re.split(r"[\s\\]+", deps) if p.endswith("bits/stdc++.h"))
-    root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jaxprune")
-    key = hashlib.sha256(f"{version}{_GXX_FLAGS}{header}".encode()).hexdigest()[:16]
-    final = os.path.join(root, f"pch-{key}")
-    if os.path.isfile(os.path.join(final, "bits", "stdc++.h.gch")):
-      return final
-    os.makedirs(root, exist_ok=True)
-    build = tempfile.mkdtemp(prefix="pch-build-", dir=root)
-    os.chmod(build, 0o755)
-    os.makedirs(os.path.join(build, "bits"))
-    os.symlink(header, os.path.join(build, "bits", "stdc++.h"))
-    subprocess.run(
-        ["g++", *_GXX_FLAGS, "-x", "c++-header", header, "-o", os.path.join(build, "bits", "stdc++.h.gch")],
-        capture_output=True, check=True,
-    )
-    try:
-      os.rename(build, final)
-    except OSError:  # another process finished first
-      shutil.rmtree(build, ignore_errors=True)
-    return final
-  except (OSError, subprocess.CalledProcessError, StopIteration) as err:
-    log.warning("no precompiled <bits/stdc++.h> (%s): C++ builds will be slower", err)
-    return None
 
 
 # --------------------------------------------------------------------------- #

@@ -384,3 +384,19 @@ def test_every_translation_runs(name):
   report = codegen.score(problems, completions, target, sandbox_config=config, keep_samples=True)
   failing = [(s["task_id"], s["stderr"][-300:]) for s in report["samples"] if s["status"] != "passed"]
   assert failing == []
+
+
+def test_precompiled_header_is_used(tmp_path):
+  """g++ -H marks a precompiled header it loads with '!'; a stale or mismatched one would be skipped."""
+  import subprocess
+
+  from evals import stdcpp_pch
+
+  pch = stdcpp_pch.build()
+  assert pch is not None
+  program = CPP.program(multipl.translate(CPP, PY["HumanEval/2"]), "    return 0.5;\n")
+  (tmp_path / "main.cpp").write_text(program.files["main.cpp"])
+  compile_ = [*program.commands[0][:-3], "-H", "-fsyntax-only", "main.cpp"]
+  assert "-include" in compile_
+  shown = subprocess.run(compile_, cwd=tmp_path, capture_output=True, text=True).stderr
+  assert f"! {pch}/bits/stdc++.h.gch" in shown
