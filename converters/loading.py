@@ -23,7 +23,6 @@ from converters import builtin, families
 from converters.sources import SafetensorsSource, TensorSource
 from jaxprune.errors import JaxpruneError
 from jaxprune.spec import ModelSpec
-from jaxprune.weights import named_from_hf
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +154,8 @@ def bind(config, source: TensorSource, *, dtype=None, activation_dtype=jnp.float
         f"checkpoint has {len(unexpected)} tensors the {families.family_name(config)} architecture"
         f" does not use (first: {unexpected[0]}): check config.json's model_type"
     )
-  params, count, cache = [], 0, {}
+  params, count, values = [], 0, {}
+  np_dtype = np.dtype(param_dtype)
   for name, layout in wanted.items():
     stored = alias.get(name, name)
     expected = families.hf_shape(layout)
@@ -164,11 +164,18 @@ def bind(config, source: TensorSource, *, dtype=None, activation_dtype=jnp.float
           f"tensor {stored} has shape {tuple(source.shape(stored))} but the config implies {expected}:"
           " the weights do not match config.json"
       )
-    if stored not in cache:  # a tied lm_head reuses the embedding array
-      cache[stored] = jnp.asarray(source.get(stored), dtype=param_dtype)
-      count += int(np.prod(expected))
     outs, ins = layout
-    params.append(pz.Parameter(value=named_from_hf(cache[stored], outs, ins), label=name))
+    if stored not in values:
+      # Reshape and cast on the host, then one transfer: a single device copy
+      # per tensor, and the host copy is freed before the next one is read.
+      host = np.asarray(source.get(stored)).astype(np_dtype, copy=False)
+      data = jax.device_put(host.reshape(*outs.values(), *ins.values()))
+      del host
+      values[stored] = pz.nx.wrap(data).tag(*outs, *ins)
+      count += int(np.prod(expected))
+    params.append(pz.Parameter(value=values[stored], label=name))  # a tied lm_head shares the embedding
+    if stored not in alias.values():
+      values.pop(stored)
   model = pz.bind_variables(skeleton, params)
   pz.nn.assert_no_parameter_slots(model)
   return model, count

@@ -51,12 +51,27 @@ def _check_safetensors_file(path: Path) -> None:
     )
 
 
+_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+}
+
+
+def _read_header(path: Path) -> tuple[int, dict]:
+  with open(path, "rb") as f:
+    (header_len,) = struct.unpack("<Q", f.read(8))
+    return 8 + header_len, json.loads(f.read(header_len))
+
+
 class SafetensorsSource:
-  """Tensors of an HF folder: one ``*.safetensors`` file or a sharded index."""
+  """Tensors of an HF folder: one ``*.safetensors`` file or a sharded index.
+
+  Tensors are read with positioned reads straight into fresh buffers, not
+  through a memory map: mapped pages would stay resident next to the copy
+  and double the peak memory of a load.
+  """
 
   def __init__(self, folder: str | Path):
-    from safetensors import safe_open
-
     self.folder = Path(folder)
     index = self.folder / "model.safetensors.index.json"
     if index.exists():
@@ -74,46 +89,52 @@ class SafetensorsSource:
             " `AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)`"
         )
       raise JaxpruneError(f"{self.folder} has no *.safetensors files: point --model at an HF model folder")
-    self._handles = {}
-    self._where: dict[str, str] = {}
+    self._entries: dict[str, tuple[Path, int, dict]] = {}
     for name in files:
       path = self.folder / name
       if not path.exists():
         raise JaxpruneError(f"{path} is listed in the safetensors index but missing: re-download the checkpoint")
       _check_safetensors_file(path)
-      try:
-        handle = safe_open(str(path), framework="numpy")
-      except Exception as err:  # safetensors raises its own error types
-        raise JaxpruneError(f"{path} could not be opened as safetensors ({err}): re-download it") from None
-      self._handles[name] = handle
-      for key in handle.keys():
-        self._where[key] = name
+      start, header = _read_header(path)
+      for key, entry in header.items():
+        if key == "__metadata__":
+          continue
+        if entry.get("dtype") not in _DTYPES:
+          raise JaxpruneError(f"{path}: tensor {key} has unsupported dtype {entry.get('dtype')}")
+        self._entries[key] = (path, start, entry)
     if weight_map is not None:
-      missing = sorted(k for k, f in weight_map.items() if self._where.get(k) != f)
+      missing = sorted(k for k, f in weight_map.items() if k not in self._entries or self._entries[k][0].name != f)
       if missing:
         raise JaxpruneError(
             f"the safetensors index lists {missing[0]} in a file that lacks it: the checkpoint is corrupt"
         )
 
   def names(self) -> list[str]:
-    return sorted(self._where)
+    return sorted(self._entries)
 
   def shape(self, name: str) -> tuple[int, ...]:
-    return tuple(self._handles[self._where[name]].get_slice(name).get_shape())
+    return tuple(self._entries[name][2]["shape"])
 
   def dtype(self, name: str) -> str:
-    return self._handles[self._where[name]].get_slice(name).get_dtype()
+    return self._entries[name][2]["dtype"]
 
   def get(self, name: str) -> np.ndarray:
-    try:
-      return self._handles[self._where[name]].get_tensor(name)
-    except TypeError:
-      # numpy has no bfloat16: read the raw bits and reinterpret with ml_dtypes.
-      import ml_dtypes
+    import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy)
 
-      sl = self._handles[self._where[name]].get_slice(name)
-      return np.asarray(sl[...]).view(ml_dtypes.bfloat16)
+    path, start, entry = self._entries[name]
+    dtype = np.dtype(_DTYPES[entry["dtype"]]) if entry["dtype"] != "BF16" else np.dtype(ml_dtypes.bfloat16)
+    begin, end = entry["data_offsets"]
+    out = np.empty(end - begin, np.uint8)
+    with open(path, "rb", buffering=0) as f:
+      f.seek(start + begin)
+      view = memoryview(out)
+      read = 0
+      while read < out.size:
+        n = f.readinto(view[read:])
+        if not n:
+          raise JaxpruneError(f"{path} is truncated inside tensor {name}: re-download the checkpoint")
+        read += n
+    return out.view(dtype).reshape(entry["shape"])
 
   def files(self) -> Iterator[Path]:
-    for name in self._handles:
-      yield self.folder / name
+    yield from sorted({path for path, _, _ in self._entries.values()})

@@ -1,0 +1,142 @@
+"""Benchmark: jaxprune's Wanda vs a PyTorch port of the official code, side by side.
+
+Both prune the same model (default: the embedded smollm2-135m) with the same
+calibration tokens, each in its own subprocess so that peak RSS is measured
+separately; the reference is upstream's algorithm (forward hooks on nn.Linear,
+samples one at a time) from tests/reference_wanda.py, run on transformers'
+own load of the same checkpoint.
+
+  python scripts/bench_prune.py                 # 128 x 512 tokens (the paper's nsamples)
+  python scripts/bench_prune.py --quick         # 16 x 256 tokens
+  python scripts/bench_prune.py --out bench.json
+
+Prints a table (wall time, peak RSS, calibration tokens/s, ratio, mask
+agreement) and writes it as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _worker_ours(model: str, tokens_path: str, out: str) -> dict:
+  import converters
+  from jaxprune import pruning
+
+  t0 = time.perf_counter()
+  loaded = converters.load_model(model)
+  t1 = time.perf_counter()
+  tokens = np.load(tokens_path)
+  result = pruning.prune(loaded, tokens, sparsity=0.5)
+  t2 = time.perf_counter()
+  np.savez(out, **{k: np.packbits(v, axis=-1) for k, v in result.masks.items()})
+  from _bench_util import peak_rss_mib
+
+  return {"load_s": t1 - t0, "prune_s": t2 - t1, "phases": result.timings, "peak_rss_mib": peak_rss_mib()}
+
+
+def _worker_reference(model: str, tokens_path: str, out: str) -> dict:
+  import torch
+  from transformers import AutoModelForCausalLM
+
+  from converters import builtin
+  from tests.reference_wanda import prune_wanda
+
+  torch.set_num_threads(os.cpu_count() or 1)
+  t0 = time.perf_counter()
+  if builtin.is_builtin(model):
+    path = builtin.path_of(model)
+    hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+  else:
+    hf = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+  t1 = time.perf_counter()
+  masks, _ = prune_wanda(hf, np.load(tokens_path), 0.5)
+  t2 = time.perf_counter()
+  np.savez(out, **{k: np.packbits(v, axis=-1) for k, v in masks.items()})
+  from _bench_util import peak_rss_mib
+
+  return {"load_s": t1 - t0, "prune_s": t2 - t1, "peak_rss_mib": peak_rss_mib()}
+
+
+def _run_worker(kind: str, model: str, tokens_path: str, masks_out: str) -> dict:
+  from _bench_util import run_worker
+
+  return run_worker(__file__, ["--worker", kind, "--model", model, "--tokens", tokens_path,
+                               "--masks-out", masks_out], ROOT)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--model", default="smollm2-135m")
+  parser.add_argument("--nsamples", type=int, default=128)
+  parser.add_argument("--seqlen", type=int, default=512)
+  parser.add_argument("--calib", default="python")
+  parser.add_argument("--quick", action="store_true", help="16 x 256 tokens")
+  parser.add_argument("--out", default=None, help="write the table as JSON here")
+  parser.add_argument("--worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
+  parser.add_argument("--tokens", help=argparse.SUPPRESS)
+  parser.add_argument("--masks-out", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  sys.path.insert(0, str(ROOT))
+  sys.path.insert(0, str(ROOT / "scripts"))
+
+  if args.worker:
+    fn = _worker_ours if args.worker == "ours" else _worker_reference
+    print(json.dumps(fn(args.model, args.tokens, args.masks_out)))
+    return
+
+  if args.quick:
+    args.nsamples, args.seqlen = 16, 256
+  import converters
+  from jaxprune import calibration
+
+  tmp = Path(tempfile.mkdtemp(prefix="bench_prune."))
+  loaded = converters.load_model(args.model)
+  tokens = calibration.sample(args.calib, loaded.tokenizer, args.nsamples, args.seqlen, seed=0)
+  del loaded
+  np.save(tmp / "tokens.npy", tokens)
+
+  ours = _run_worker("ours", args.model, str(tmp / "tokens.npy"), str(tmp / "ours.npz"))
+  ref = _run_worker("reference", args.model, str(tmp / "tokens.npy"), str(tmp / "ref.npz"))
+  a, b = np.load(tmp / "ours.npz"), np.load(tmp / "ref.npz")
+  same = sum(int(np.array_equal(a[k], b[k])) for k in b.files)
+  differ = [k for k in b.files if not np.array_equal(a[k], b[k])]
+  first_block = min((int(k.split(".")[2]) for k in differ), default=None)
+  total_bits = sum(np.unpackbits(b[k]).size for k in b.files)
+  differing = sum(int(np.unpackbits(a[k] ^ b[k]).sum()) for k in b.files)
+  n_tok = args.nsamples * args.seqlen
+  table = {
+      "model": args.model,
+      "calibration": f"{args.calib} {args.nsamples} x {args.seqlen}",
+      "cpu_count": os.cpu_count(),
+      "jaxprune": {**ours, "tokens_per_s": n_tok / ours["prune_s"]},
+      "reference_pytorch": {**ref, "tokens_per_s": n_tok / ref["prune_s"]},
+      "speedup_prune": ref["prune_s"] / ours["prune_s"],
+      "identical_matrices": f"{same}/{len(b.files)}",
+      "differing_weights_fraction": differing / total_bits,
+      "first_block_with_a_difference": first_block,
+  }
+  print(f"\nWanda on {args.model}, calibration {table['calibration']}, {os.cpu_count()} CPU cores\n")
+  print(f"{'':<22}{'prune s':>10}{'load s':>9}{'peak RSS MiB':>14}{'calib tok/s':>13}")
+  for name, row in (("jaxprune (JAX)", table["jaxprune"]), ("official (PyTorch)", table["reference_pytorch"])):
+    print(f"{name:<22}{row['prune_s']:>10.1f}{row['load_s']:>9.1f}{row['peak_rss_mib']:>14.0f}{row['tokens_per_s']:>13.0f}")
+  print(f"\nspeed-up (prune time): {table['speedup_prune']:.2f}x;"
+        f" identical masks: {table['identical_matrices']} matrices,"
+        f" {table['differing_weights_fraction']:.2e} of weights differ"
+        + (f" (from block {first_block} on)" if first_block is not None else ""))
+  if args.out:
+    Path(args.out).write_text(json.dumps(table, indent=2))
+
+
+if __name__ == "__main__":
+  main()
