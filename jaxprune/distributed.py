@@ -95,7 +95,7 @@ class DistributedConfig:
         raise JaxpruneError(f"{flag} {getattr(self, name)} must be at least 1 second")
 
   def describe(self) -> str:
-    """'process I of N at HOST:PORT' with what is known before start-up."""
+    """'process I of N (coordinator HOST:PORT)': who failed, as far as known before start-up."""
     who = "this process" if self.process_id is None else f"process {self.process_id}"
     of = f" of {self.num_processes}" if self.num_processes is not None else ""
     at = f" (coordinator {self.coordinator})" if self.coordinator else ""
@@ -140,8 +140,8 @@ def initialize(config: DistributedConfig) -> None:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if "coordinator_address" in first or "must be defined" in first:
       raise JaxpruneError(
-          "no cluster detected for --coordinator auto: pass --coordinator HOST:PORT --num-processes N"
-          " --process-id I, or run under SLURM / Open MPI"
+          "no coordinator, process count or process id given or detected: pass --coordinator HOST:PORT"
+          " --num-processes N --process-id I, or --coordinator auto under SLURM / Open MPI"
       ) from None
     if "before" in first or "already" in first:
       raise JaxpruneError(
