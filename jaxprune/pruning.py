@@ -406,15 +406,18 @@ def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstruc
     if needs_calibration:
       if config.sequential:
         t0 = time.perf_counter()
+        dense_out = None  # free the dense outputs: only inputs and pruned outputs stay live
         pruned = _prune_block(block, block_masks, block_weights)
         batches = _Batches(_run(pruned, batches, mesh, probe_names=None, with_gram=False)[0], batches.weight)
         timings["pruned_forward"] += time.perf_counter() - t0
       else:
         batches = _Batches(dense_out, batches.weight)
-    new_weights.update({k: np.asarray(v) for k, v in block_weights.items()})
+    block_weights = {k: np.asarray(v) for k, v in block_weights.items()}
+    new_weights.update(block_weights)
     if resume is not None:
       t0 = time.perf_counter()
-      resume.save(b + 1, result_masks, result_stats, new_weights, batches.x if batches else None)
+      resume.save(b + 1, block_masks, {n: result_stats[n] for n in block_masks if n in result_stats},
+                  block_weights, batches.x if batches else None)
       timings["checkpoint"] += time.perf_counter() - t0
     if on_block is not None:
       on_block(b + 1, len(blocks), {"sparsity": block_pattern.sparsity})

@@ -53,31 +53,56 @@ class BlockCheckpointer:
     self.fingerprint = fingerprint
     self.shapes = shapes
     self._manager = ocp.CheckpointManager(
-        self.directory,
+        self.directory / "steps",
         options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
     )
 
   def save(self, step: int, masks, statistics, new_weights, activations) -> None:
+    """Save block ``step - 1``'s results (only its own) and the next inputs.
+
+    Each block's masks, statistics and weights go to ``blocks/NNNNN`` once;
+    the step itself holds the activations and the list of finished blocks,
+    so the bytes written per block do not grow with the block index.
+    """
     import orbax.checkpoint as ocp
 
-    arrays = {
+    results = {
         "masks": {_key(k): masks_lib.pack(v) for k, v in masks.items()},
         "statistics": {_key(k): np.asarray(v) for k, v in statistics.items()},
         "weights": {_key(k): np.asarray(v) for k, v in new_weights.items()},
-        "activations": {f"mb{i:05d}": x for i, x in enumerate(activations or [])},
     }
+    names = {kind: sorted(_unkey(k) for k in tree) for kind, tree in results.items()}
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+      ckptr.save(self.directory / "blocks" / f"{step:05d}", force=True,
+                 args=ocp.args.Composite(results=ocp.args.StandardSave(results),
+                                         names=ocp.args.JsonSave(names)))
     meta = {
         "fingerprint": self.fingerprint,
         "step": step,
-        "names": {"masks": sorted(masks), "statistics": sorted(statistics), "weights": sorted(new_weights)},
         "activations": [list(x.shape) for x in (activations or [])],
         "activation_dtype": str(activations[0].dtype) if activations else "float32",
     }
+    arrays = {f"mb{i:05d}": x for i, x in enumerate(activations or [])} or {"none": np.zeros((1,), np.int8)}
     self._manager.save(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
     )
     self._manager.wait_until_finished()
+
+  def _restore_block(self, step: int):
+    import orbax.checkpoint as ocp
+
+    path = self.directory / "blocks" / f"{step:05d}"
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+      names = ckptr.restore(path, args=ocp.args.Composite(names=ocp.args.JsonRestore())).names
+      target = {
+          "masks": {_key(n): jax.ShapeDtypeStruct((self.shapes[n][0], math.ceil(self.shapes[n][1] / 8)), np.uint8)
+                    for n in names["masks"]},
+          "statistics": {_key(n): jax.ShapeDtypeStruct((self.shapes[n][1],), np.float32)
+                         for n in names["statistics"]},
+          "weights": {_key(n): jax.ShapeDtypeStruct(tuple(self.shapes[n]), np.float32) for n in names["weights"]},
+      }
+      return ckptr.restore(path, args=ocp.args.Composite(results=ocp.args.StandardRestore(target))).results
 
   def restore(self, mesh):
     """(next block, masks, statistics, weights, activations) or None."""
@@ -92,36 +117,26 @@ class BlockCheckpointer:
           f"{self.directory} holds the state of a run with other options: rerun with the same options"
           " to resume, or pass --overwrite to start over"
       )
-    names = meta["names"]
-    sharded = NamedSharding(mesh, PartitionSpec("data"))
     for shape in meta["activations"]:
       if shape[0] % mesh.devices.size:
         raise JaxpruneError(
             f"saved micro-batches of {shape[0]} sequences do not split over {mesh.devices.size} devices:"
             " resume on a device count that divides it, or pass --overwrite"
         )
-    target = {
-        "masks": {
-            _key(n): jax.ShapeDtypeStruct((self.shapes[n][0], math.ceil(self.shapes[n][1] / 8)), np.uint8)
-            for n in names["masks"]
-        },
-        "statistics": {
-            _key(n): jax.ShapeDtypeStruct((self.shapes[n][1],), np.float32) for n in names["statistics"]
-        },
-        "weights": {_key(n): jax.ShapeDtypeStruct(tuple(self.shapes[n]), np.float32) for n in names["weights"]},
-        "activations": {
-            f"mb{i:05d}": jax.ShapeDtypeStruct(tuple(shape), jax.numpy.dtype(meta["activation_dtype"]),
-                                               sharding=sharded)
-            for i, shape in enumerate(meta["activations"])
-        },
-    }
-    state = self._manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
-    ).state
-    masks = {_unkey(k): masks_lib.unpack(v, self.shapes[_unkey(k)][1]) for k, v in state["masks"].items()}
-    statistics = {_unkey(k): np.asarray(v) for k, v in state["statistics"].items()}
-    new_weights = {_unkey(k): np.asarray(v) for k, v in state["weights"].items()}
-    activations = [state["activations"][k] for k in sorted(state["activations"])] or None
+    masks, statistics, new_weights = {}, {}, {}
+    for block_step in range(1, step + 1):
+      results = self._restore_block(block_step)
+      masks.update({_unkey(k): masks_lib.unpack(v, self.shapes[_unkey(k)][1]) for k, v in results["masks"].items()})
+      statistics.update({_unkey(k): np.asarray(v) for k, v in results["statistics"].items()})
+      new_weights.update({_unkey(k): np.asarray(v) for k, v in results["weights"].items()})
+    activations = None
+    if meta["activations"]:
+      sharded = NamedSharding(mesh, PartitionSpec("data"))
+      dtype = jax.numpy.dtype(meta["activation_dtype"])
+      target = {f"mb{i:05d}": jax.ShapeDtypeStruct(tuple(shape), dtype, sharding=sharded)
+                for i, shape in enumerate(meta["activations"])}
+      state = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
+      activations = [state[k] for k in sorted(state)]
     return meta["step"], masks, statistics, new_weights, activations
 
   def finish(self) -> None:

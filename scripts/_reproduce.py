@@ -1,0 +1,152 @@
+"""Shared machinery of the reproduction scripts: cached prune runs and evaluations.
+
+Each prune run is a normal `jaxprune prune` run directory under OUT/runs/, and
+each evaluation a JSON next to it, so an interrupted reproduction resumes and
+every number in the tables can be traced to a run.json and its options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("reproduce")
+
+# Domains with no local data here fall back as `jaxprune corpora` does.
+_FALLBACK = {"generic": "generic"}
+
+
+@dataclasses.dataclass
+class Experiment:
+  """One reproduction: the model (loaded once), sizes and where results go."""
+
+  model: str
+  out: Path
+  seeds: list[int]
+  nsamples: int
+  seqlen: int
+  eval_windows: int
+  humaneval_limit: int
+  max_new_tokens: int
+  command: str
+  cpu_count: int
+  loaded: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+  @classmethod
+  def create(cls, args, command: str) -> "Experiment":
+    import converters
+
+    out = Path(args.out or f"results/{args.model}")
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    (out / "evals").mkdir(parents=True, exist_ok=True)
+    return cls(model=args.model, out=out, seeds=list(args.seeds), nsamples=args.nsamples, seqlen=args.seqlen,
+               eval_windows=args.eval_windows, humaneval_limit=args.humaneval_limit,
+               max_new_tokens=args.max_new_tokens, command=command, cpu_count=os.cpu_count() or 1,
+               loaded=converters.load_model(args.model))
+
+
+def prune_cached(exp: Experiment, name: str, domain: str | None, seed: int, **options) -> Path:
+  """The run directory of one sub-model, pruned now unless already finished."""
+  from jaxprune import calibration, pruning, runs
+
+  run_dir = exp.out / "runs" / name
+  if (run_dir / "run.json").exists():
+    return run_dir
+  config = pruning.PruneConfig(sparsity=0.5, **options)
+  tokens, info = None, {"source": None}
+  if domain is not None:
+    tokens = calibration.sample(domain, exp.loaded.tokenizer, exp.nsamples, exp.seqlen, seed)
+    info = {"source": domain, "nsamples": exp.nsamples, "seqlen": exp.seqlen, "seed": seed,
+            "provenance": calibration.describe(domain)}
+  log.info("pruning %s", name)
+  runs.prune_run(exp.loaded, tokens, config, runs.RunConfig(out=run_dir), calibration=info)
+  return run_dir
+
+
+def _summary(task: str, report: dict[str, Any]) -> Any:
+  if task.startswith("ppl:"):
+    return report["metrics"]["ppl"]
+  return {"pass@1": report["metrics"]["pass@1"], "problems": len(report.get("per_problem", []))}
+
+
+def evaluate_cached(exp: Experiment, run_dir: Path | None, name: str, tasks: tuple[str, ...]) -> dict[str, Any]:
+  """{task: ppl or {pass@1, problems}} of a sub-model (dense when run_dir is None)."""
+  from evals import tasks as eval_tasks
+
+  path = exp.out / "evals" / f"{name}.json"
+  cached = json.loads(path.read_text()) if path.exists() else {}
+  todo = tuple(t for t in tasks if t not in cached)
+  if todo:
+    loaded, _ = eval_tasks.apply_run(exp.loaded, str(run_dir) if run_dir else None)
+    config = eval_tasks.EvalConfig(
+        model=exp.model, tasks=todo, seqlen=exp.seqlen, max_windows=exp.eval_windows, batch_size=8,
+        greedy=True, limit=exp.humaneval_limit, max_new_tokens=exp.max_new_tokens, gen_batch_size=exp.humaneval_limit)
+    log.info("evaluating %s on %s", name, ", ".join(todo))
+    for task, report in eval_tasks.run_tasks(loaded, config).items():
+      cached[task] = _summary(task, report)
+      path.write_text(json.dumps(cached, indent=2))
+  return cached
+
+
+def mask_distances(exp: Experiment, runs_by_domain: dict[str, list[Path]]) -> dict[str, Any]:
+  """Jaccard distances within a domain (across seeds) and across domains (same seed)."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  from jaxprune import compare, compare_report
+
+  paths = [p for runs in runs_by_domain.values() for p in runs]
+  runs, packed = compare.load_runs(paths)
+  by_label = {r.label: r for r in runs}
+  rows = compare.pairwise(runs, packed)
+  seed_of = {r.label: r.calibration.get("seed") for r in runs}
+  pairs: dict[tuple[str, str], list] = {}
+  for row in rows:
+    pairs.setdefault((row.run_a, row.run_b), []).append(row)
+  within, across, table = [], [], {}
+  layers: dict[str, dict[int, list[float]]] = {"within": {}, "across": {}}
+  for (a, b), pair_rows in pairs.items():
+    ra, rb = by_label[a], by_label[b]
+    if ra.domain == rb.domain:
+      group = "within"
+    elif seed_of[a] == seed_of[b]:
+      group = "across"
+    else:
+      continue
+    mean = float(np.mean([r.distance for r in pair_rows]))
+    (within if group == "within" else across).append(mean)
+    if group == "across" and seed_of[a] == exp.seeds[0]:
+      table[f"{ra.domain} vs {rb.domain} (seed {seed_of[a]})"] = [mean]
+    if group == "within":
+      table.setdefault(f"{ra.domain} vs {ra.domain} (seeds)", []).append(mean)
+    for r in pair_rows:
+      layers[group].setdefault(r.layer, []).append(r.distance)
+
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for group, style in (("within", "-o"), ("across", "-s")):
+    xs = sorted(layers[group])
+    ax.plot(xs, [np.mean(layers[group][x]) for x in xs], style, markersize=3,
+            label=f"{group} language ({'across seeds' if group == 'within' else 'same seed'})")
+  ax.set_xlabel("layer")
+  ax.set_ylabel("Jaccard distance of kept weights")
+  ax.set_title(f"{exp.model}: mask distance per layer (Wanda 50%)")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(exp.out / "layers_within_vs_across.png", dpi=120)
+  plt.close(fig)
+
+  first = [str(p) for p, r in zip(paths, runs) if seed_of[r.label] == exp.seeds[0]]
+  compare_report.write_report(compare_report.CompareConfig(runs=tuple(first), out=str(exp.out / "compare"),
+                                                           overwrite=True))
+  return {"within_mean": float(np.mean(within)) if within else float("nan"), "within_pairs": len(within),
+          "across_mean": float(np.mean(across)) if across else float("nan"), "across_pairs": len(across),
+          "pairs": {k: float(np.mean(v)) for k, v in table.items()},
+          "per_layer": {g: {str(k): float(np.mean(v)) for k, v in sorted(d.items())} for g, d in layers.items()}}
