@@ -147,9 +147,22 @@ def _humaneval(loaded, name: str, config: EvalConfig, progress: Progress) -> dic
   return humaneval.evaluate(gen, name, he_config, on_result=on_result)
 
 
+def _lazy(module: str, function: str = "run_task") -> Task:
+  """A task defined in another module, imported when it runs (keeps ``jaxprune --help`` fast)."""
+
+  def run(loaded, name: str, config: EvalConfig, progress: Progress) -> dict[str, Any]:
+    import importlib
+
+    return getattr(importlib.import_module(module), function)(loaded, name, config, progress)
+
+  return run
+
+
 register("ppl:", _ppl)
 for _name in ("humaneval", "humaneval-java", "humaneval-cpp", "humaneval-js"):
   register(_name, _humaneval)
+for _name in ("hellaswag", "arc_easy", "arc_challenge", "boolq", "winogrande", "openbookqa", "piqa"):
+  register(_name, _lazy("evals.multiple_choice"))
 
 
 # --------------------------------------------------------------------------- #
