@@ -5,18 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import converters
 from jaxprune import allocation, pruning
 from jaxprune.errors import JaxpruneError
-from tests.helpers import make_tiny_hf
 
 torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  folder = make_tiny_hf(tmp_path_factory.mktemp("tiny") / "m", "llama", num_hidden_layers=4)
-  return folder, converters.load_model(str(folder))
+def tiny(tiny_llama):
+  return tiny_llama(4)
 
 
 @pytest.fixture(scope="module")

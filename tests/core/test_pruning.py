@@ -20,9 +20,8 @@ VOCAB = 97
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  folder = make_tiny_hf(tmp_path_factory.mktemp("tiny") / "m", "llama", num_hidden_layers=3)
-  return folder, converters.load_model(str(folder))
+def tiny(tiny_llama):
+  return tiny_llama(3)
 
 
 @pytest.fixture(scope="module")

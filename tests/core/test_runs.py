@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from penzai import pz
 
-import converters
 from jaxprune import cli, pruning, runs
 from jaxprune import masks as masks_lib
 from jaxprune.errors import JaxpruneError
@@ -19,9 +18,8 @@ torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  folder = make_tiny_hf(tmp_path_factory.mktemp("tiny") / "m", "llama", num_hidden_layers=3)
-  return folder, converters.load_model(str(folder))
+def tiny(tiny_llama):
+  return tiny_llama(3)
 
 
 @pytest.fixture(scope="module")
