@@ -163,6 +163,9 @@ for _name in ("humaneval", "humaneval-java", "humaneval-cpp", "humaneval-js"):
   register(_name, _humaneval)
 for _name in ("hellaswag", "arc_easy", "arc_challenge", "boolq", "winogrande", "openbookqa", "piqa"):
   register(_name, _lazy("evals.multiple_choice"))
+register("gsm8k", _lazy("evals.gsm8k"))
+for _name in ("meteor-en-fr", "meteor-fr-en"):
+  register(_name, _lazy("evals.meteor"))
 
 
 # --------------------------------------------------------------------------- #
@@ -208,7 +211,7 @@ def check(config: EvalConfig) -> None:
     raise JaxpruneError(f"no tasks given: pass --tasks with one or more of {names()}")
   for name in config.tasks:
     task_for(name)
-  unknown = [t for t, _ in config.data if t not in config.tasks]
+  unknown = [t for t, _ in config.data if t not in (*config.tasks, "wordnet")]
   if unknown:
     raise JaxpruneError(f"--data names task {unknown[0]!r}, which is not in --tasks: add it or drop the --data")
   if config.seqlen < 2 or config.max_windows < 1 or config.batch_size < 1:

@@ -44,3 +44,9 @@ def tiny(tmp_path_factory):
 
 
 assert set(string.printable) - set(CHARS) <= set("\t\r\x0b\x0c")
+
+
+@pytest.fixture(scope="session")
+def tiny_long(tmp_path_factory):
+  """Like `tiny` with a 4096-position context, for few-shot prompts counted in characters."""
+  return make_tiny_with_tokenizer(tmp_path_factory.mktemp("evals") / "long", "llama", max_position_embeddings=4096)
