@@ -2,7 +2,8 @@
 
 Nothing is downloaded. A task's data comes from ``--data TASK=PATH`` or, when
 that is not given, ``$JAXPRUNE_DATA/<task>.{jsonl,json,parquet}`` (default
-``~/.cache/jaxprune/data``). JSON Lines and JSON lists are read directly;
+``~/.cache/jaxprune/data``), then the calibration's local copy of the same
+dataset (``<corpora cache>/local/gsm8k``...). JSON Lines and JSON lists are read directly;
 Parquet, CSV, Arrow and ``save_to_disk`` folders through `datasets`.
 """
 
@@ -24,8 +25,12 @@ def data_root() -> Path:
   return Path(os.environ.get("JAXPRUNE_DATA", "~/.cache/jaxprune/data")).expanduser()
 
 
-def locate(task: str, given: str | None, layout: str) -> Path:
-  """The data path of ``task``; ``layout`` describes the expected format for the error message."""
+def locate(task: str, given: str | None, layout: str, local: Sequence[str] = ()) -> Path:
+  """The data path of ``task``; ``layout`` describes the expected format for the error message.
+
+  ``local`` names folders under the corpora cache's ``local/`` (where calibration
+  finds ``gsm8k``, ``wmt14``...) that hold the same dataset.
+  """
   if given is not None:
     path = Path(given).expanduser()
     if not path.exists():
@@ -33,6 +38,11 @@ def locate(task: str, given: str | None, layout: str) -> Path:
     return path
   for suffix in SUFFIXES:
     if (candidate := data_root() / f"{task}{suffix}").exists():
+      return candidate
+  from jaxprune import corpora
+
+  for name in local:
+    if (candidate := corpora.cache_root() / "local" / name).exists():
       return candidate
   raise JaxpruneError(
       f"{task}: no data (looked for {data_root() / task}.jsonl): pass --data {task}=FILE with {layout}")
@@ -69,9 +79,9 @@ def _read_datasets(path: Path, splits: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def load_rows(task: str, given: str | None, layout: str, splits: Sequence[str] = ("validation", "test"),
-              required: Sequence[str] = ()) -> list[dict[str, Any]]:
-  """Every row of the task's data, checked for the ``required`` fields."""
-  path = locate(task, given, layout)
+              required: Sequence[str] = (), local: Sequence[str] = ()) -> list[dict[str, Any]]:
+  """Every row of the task's data (the first of ``splits`` a dataset folder has), checked for ``required`` fields."""
+  path = locate(task, given, layout, local)
   try:
     if path.is_file() and (path.suffix == ".json" or path.name.endswith((".jsonl", ".jsonl.gz"))):
       rows = _read_json(path)

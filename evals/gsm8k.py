@@ -100,6 +100,7 @@ def run_task(loaded, name: str, config, progress) -> dict[str, Any]:
   from evals import generate
   from evals.tasks import generation_config
 
-  rows = data.load_rows(name, config.data_path(name), LAYOUT, ("test",), ("question", "answer"))[:config.limit]
+  rows = data.load_rows(name, config.data_path(name), LAYOUT, ("test",), ("question", "answer"),
+                        local=("gsm8k",))[:config.limit]
   sampler = generate.make_generate(loaded, generation_config(config), on_batch=progress(name, len(rows)))
   return evaluate(sampler, rows, max_new_tokens=min(config.max_new_tokens, 256))

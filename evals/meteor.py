@@ -188,12 +188,14 @@ def run_task(loaded, name: str, config, progress) -> dict[str, Any]:
 
   wn = wordnet(config.data_path("wordnet"))
   limit = config.limit or 200
-  given = config.data_path(name)
-  if given is not None or any((data.data_root() / f"{name}{s}").exists() for s in data.SUFFIXES):
-    pairs = pairs_from_rows(data.load_rows(name, given, LAYOUT, ("test", "validation")))[:limit]
-    origin = given or str(data.data_root())
-  else:
+  try:
+    path = data.locate(name, config.data_path(name), LAYOUT, local=("wmt14", "o_books"))
+  except JaxpruneError:
+    if config.data_path(name) is not None:
+      raise
     pairs, origin = gettext_pairs(limit), "held-out gettext catalogues of the translation domain"
+  else:
+    pairs, origin = pairs_from_rows(data.load_rows(name, str(path), LAYOUT, ("test", "validation")))[:limit], str(path)
   sampler = generate.make_generate(loaded, generation_config(config), on_batch=progress(name, len(pairs) * BEST_OF))
   report = evaluate(sampler, pairs, TASKS[name], wn, temperature=config.temperature, top_p=config.top_p,
                     max_new_tokens=min(config.max_new_tokens, 128))
