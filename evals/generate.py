@@ -118,9 +118,7 @@ def sample_next(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_
 
 
 def _bind(tree_def, params, state):
-  model = pz.bind_variables(tree_def, [v.unfreeze_as_copy() for v in (*params, *state)])
-  _, new_state = pz.unbind_state_vars(model, freeze=True)
-  return model, new_state
+  return pz.bind_variables(tree_def, [v.unfreeze_as_copy() for v in (*params, *state)])
 
 
 def _refreeze(model) -> list:
@@ -130,17 +128,18 @@ def _refreeze(model) -> list:
 @jax.jit
 def prefill(tree_def, params, state, tokens: jax.Array):
   """Run the left-padded prompts [batch, width] into the cache; (last logits [batch, vocab], state)."""
-  model, _ = _bind(tree_def, params, state)
+  model = _bind(tree_def, params, state)
   logits = model(pz.nx.wrap(tokens).tag("batch", "seq"))
   return logits.unwrap("batch", "seq", "vocabulary")[:, -1], _refreeze(model)
 
 
-@functools.partial(jax.jit, static_argnames=("steps",))
+@functools.partial(jax.jit, static_argnames=("steps",), donate_argnames=("state",))
 def decode(tree_def, params, state, logits: jax.Array, done: jax.Array, row_keys: jax.Array,
            start: jax.Array, temperature: jax.Array, top_p: jax.Array, eos: jax.Array, *, steps: int):
   """``steps`` cached decode steps: (tokens [batch, steps], last logits, done, state).
 
   Finished rows emit and consume ``PAD``; a row finishes when it samples an id in ``eos``.
+  The cache (``state``) is donated: updated in place, not copied at every call.
   """
 
   def step(carry, t):
@@ -148,7 +147,7 @@ def decode(tree_def, params, state, logits: jax.Array, done: jax.Array, row_keys
     keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, start + t)
     token = jnp.where(done, PAD, sample_next(logits, keys, temperature, top_p))
     done = done | jnp.isin(token, eos)
-    model, _ = _bind(tree_def, params, state)
+    model = _bind(tree_def, params, state)
     out = model(pz.nx.wrap(token[:, None]).tag("batch", "seq"))
     return (_refreeze(model), out.unwrap("batch", "seq", "vocabulary")[:, -1], done), token
 
