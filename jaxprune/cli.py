@@ -263,14 +263,16 @@ def _add_eval(sub) -> None:
   p.add_argument("--masks", default=None, help="run directory written by `jaxprune prune` (default: dense model)")
   p.add_argument("--tasks", required=True,
                  help="comma-separated: ppl:python, ppl:java, ppl:cpp, ppl:javascript, ppl:english, ppl:FILE_OR_FOLDER,"
-                      " humaneval, humaneval-java, humaneval-cpp, humaneval-js, ...")
+                      " humaneval, humaneval-java, humaneval-cpp, humaneval-js, hellaswag, arc_easy, arc_challenge,"
+                      " boolq, winogrande, openbookqa, piqa, gsm8k, meteor-en-fr, meteor-fr-en")
   p.add_argument("--out", default=None, help="JSON file to write (metrics, config, versions, timings)")
   p.add_argument("--seqlen", type=int, default=512, help="tokens per perplexity window")
   p.add_argument("--max-windows", type=int, default=64, help="perplexity windows per source at most")
   p.add_argument("--batch-size", type=int, default=4, help="rows per compiled scoring call")
   p.add_argument("--limit", type=int, default=None, help="problems/examples per task at most (quick looks)")
   p.add_argument("--data", action="append", default=[], metavar="TASK=PATH",
-                 help="local data of a task, e.g. --data hellaswag=hellaswag_val.jsonl (repeatable)")
+                 help="local data of a task, e.g. --data hellaswag=hellaswag_val.jsonl (repeatable);"
+                      " wordnet=DIR for METEOR's WordNet (default /usr/share/wordnet)")
   p.add_argument("--greedy", action="store_true", help="HumanEval: greedy pass@1 instead of n samples")
   p.add_argument("--num-samples", type=int, default=20, help="HumanEval samples per problem")
   p.add_argument("--temperature", type=float, default=0.8, help="HumanEval sampling temperature")
