@@ -95,6 +95,11 @@ def evaluate(generate: Callable[..., list[list[str]]], rows: Sequence[Mapping[st
           "num_examples": n, "shots": len(EXEMPLARS), "samples": samples, "seconds": time.perf_counter() - start}
 
 
+def preflight(name: str, config) -> None:
+  """The data file exists (before the model loads)."""
+  data.locate(name, config.data_path(name), LAYOUT, local=("gsm8k",))
+
+
 def run_task(loaded, name: str, config, progress) -> dict[str, Any]:
   """The ``gsm8k`` task: test split of a local GSM8K file, greedy, 8 shots."""
   from evals import generate

@@ -181,6 +181,13 @@ def evaluate(generate: Callable[..., list[list[str]]], pairs: Sequence[tuple[str
   }
 
 
+def preflight(name: str, config) -> None:
+  """WordNet is readable and a given data file exists (before the model loads)."""
+  wordnet(config.data_path("wordnet"))
+  if config.data_path(name) is not None:
+    data.locate(name, config.data_path(name), LAYOUT)
+
+
 def run_task(loaded, name: str, config, progress) -> dict[str, Any]:
   """``meteor-en-fr`` / ``meteor-fr-en``: local WMT14-style data, else held-out gettext pairs."""
   from evals import generate

@@ -220,6 +220,11 @@ def score(loaded, docs: Sequence[Doc], *, batch_size: int = 8, metrics: Sequence
           "loglikelihoods": [float(x) for x in lls], "seconds": time.perf_counter() - start}
 
 
+def preflight(name: str, config) -> None:
+  """The data file exists (before the model loads)."""
+  data.locate(name, config.data_path(name), FORMATS[name].layout)
+
+
 def run_task(loaded, name: str, config, progress) -> dict[str, Any]:
   """The ``--tasks`` entry point of every format in `FORMATS`."""
   docs = load_docs(name, config.data_path(name), config.limit)

@@ -73,13 +73,21 @@ class EvalConfig:
 
 
 Task = Callable[[Any, str, EvalConfig, Progress], dict[str, Any]]
+Preflight = Callable[[str, EvalConfig], None]
 TASKS: dict[str, Task] = {}
 PREFIXES: dict[str, Task] = {}
+PREFLIGHTS: dict[str, Preflight] = {}
 
 
-def register(name: str, fn: Task) -> None:
-  """Add a task; a name ending in ``:`` registers every name with that prefix."""
+def register(name: str, fn: Task, preflight: Preflight | None = None) -> None:
+  """Add a task; a name ending in ``:`` registers every name with that prefix.
+
+  ``preflight(name, config)`` checks the task's data before the model loads,
+  so a missing file fails the run at once, not after the tasks before it.
+  """
   (PREFIXES if name.endswith(":") else TASKS)[name] = fn
+  if preflight is not None:
+    PREFLIGHTS[name] = preflight
 
 
 def names() -> str:
@@ -147,25 +155,31 @@ def _humaneval(loaded, name: str, config: EvalConfig, progress: Progress) -> dic
   return humaneval.evaluate(gen, name, he_config, on_result=on_result)
 
 
-def _lazy(module: str, function: str = "run_task") -> Task:
-  """A task defined in another module, imported when it runs (keeps ``jaxprune --help`` fast)."""
+def _lazy(module: str, function: str = "run_task") -> Callable[..., Any]:
+  """A function of another module, imported when it runs (keeps ``jaxprune --help`` fast)."""
 
-  def run(loaded, name: str, config: EvalConfig, progress: Progress) -> dict[str, Any]:
+  def run(*args):
     import importlib
 
-    return getattr(importlib.import_module(module), function)(loaded, name, config, progress)
+    return getattr(importlib.import_module(module), function)(*args)
 
   return run
 
 
+def _humaneval_file(name: str, config: EvalConfig) -> None:
+  path = config.data_path(name)
+  if path is not None and not Path(path).expanduser().is_file():
+    raise JaxpruneError(f"{name}: no such file {path}: give a HumanEval (or MultiPL-E) .jsonl or .jsonl.gz file")
+
+
 register("ppl:", _ppl)
 for _name in ("humaneval", "humaneval-java", "humaneval-cpp", "humaneval-js"):
-  register(_name, _humaneval)
+  register(_name, _humaneval, _humaneval_file)
 for _name in ("hellaswag", "arc_easy", "arc_challenge", "boolq", "winogrande", "openbookqa", "piqa"):
-  register(_name, _lazy("evals.multiple_choice"))
-register("gsm8k", _lazy("evals.gsm8k"))
+  register(_name, _lazy("evals.multiple_choice"), _lazy("evals.multiple_choice", "preflight"))
+register("gsm8k", _lazy("evals.gsm8k"), _lazy("evals.gsm8k", "preflight"))
 for _name in ("meteor-en-fr", "meteor-fr-en"):
-  register(_name, _lazy("evals.meteor"))
+  register(_name, _lazy("evals.meteor"), _lazy("evals.meteor", "preflight"))
 
 
 # --------------------------------------------------------------------------- #
@@ -226,6 +240,9 @@ def check(config: EvalConfig) -> None:
         " `jaxprune prune`")
   if config.out is not None and not Path(config.out).expanduser().absolute().parent.is_dir():
     raise JaxpruneError(f"--out {config.out}: its folder does not exist; create it or choose another path")
+  for name in config.tasks:
+    if name in PREFLIGHTS:
+      PREFLIGHTS[name](name, config)
 
 
 def evaluate(config: EvalConfig, progress: Progress = _no_progress) -> dict[str, Any]:

@@ -88,7 +88,7 @@ def one_line_error(capsys) -> str:
     (["--tasks", "ppl:python", "--out", "/no/such/dir/r.json"], "folder does not exist"),
     (["--tasks", "ppl:python", "--masks", "/no/such/run"], "not a finished jaxprune run"),
     (["--tasks", "ppl:/no/such/file.txt", "--seqlen", "16"], "no such file or folder"),
-    (["--tasks", "humaneval", "--data", "humaneval=/no/such.jsonl"], "no HumanEval file"),
+    (["--tasks", "humaneval", "--data", "humaneval=/no/such.jsonl"], "humaneval: no such file"),
 ], ids=["unknown-task", "no-tasks", "data-for-other-task", "bad-data-flag", "seqlen", "out-folder",
         "masks-missing", "ppl-missing-file", "humaneval-missing-file"])
 def test_bad_input_gives_one_line(setup, capsys, extra, message):
@@ -125,3 +125,12 @@ def test_table_lists_every_metric():
                       "humaneval": {"metrics": {"pass@1": 0.1, "pass@10": 0.2}, "seconds": 9.0}}}
   lines = tasks.table(report).splitlines()
   assert len(lines) == 4 and "16.5000" in lines[1] and "pass@10" in lines[3]
+
+
+@pytest.mark.parametrize("task", ["hellaswag", "gsm8k"], ids=["hellaswag", "gsm8k"])
+def test_missing_data_fails_before_the_model_loads(tmp_path, monkeypatch, capsys, task):
+  monkeypatch.setenv("JAXPRUNE_DATA", str(tmp_path))
+  monkeypatch.setenv("JAXPRUNE_CACHE", str(tmp_path))
+  monkeypatch.setattr("jaxprune.corpora.cache_root", lambda *_: tmp_path)
+  assert run_cli("--model", "/no/such/model", "--tasks", f"ppl:python,{task}") == 2
+  assert f"pass --data {task}=FILE" in one_line_error(capsys)
