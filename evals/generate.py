@@ -53,7 +53,8 @@ class GenerateConfig:
     temperature: 0 is greedy (argmax).
     top_p: nucleus sampling mass (1 keeps the whole vocabulary).
     stop: strings that end a completion (excluded from the returned text).
-    batch_size: rows per compiled call (prompts x samples are spread over rows).
+    batch_size: rows per compiled call (prompts x samples are spread over rows); a call with
+      fewer rows uses the next power of two instead.
     chunk: decode steps per compiled call between host-side stop checks.
     prompt_multiple: prompt widths are rounded up to this, so calls with
       similar prompts reuse one compilation.
@@ -207,11 +208,11 @@ def generate_ids(
     raise JaxpruneError(
         f"prompt of {max(map(len, prompts))} tokens + max_new_tokens {config.max_new_tokens} exceeds the"
         f" model's context of {max_positions}: lower max_new_tokens or shorten the prompts")
-  batch = config.batch_size
+  rows = [(i, s) for i in range(len(prompts)) for s in range(num_samples)]
+  batch = min(config.batch_size, 1 << (len(rows) - 1).bit_length())  # few rows: a smaller power-of-two batch
   tree_def, params, init_state = caching_model(model, batch, width + steps)
   eos = jnp.asarray(sorted(set(eos_ids)) or [PAD], jnp.int32)
   temperature, top_p = jnp.float32(config.temperature), jnp.float32(config.top_p)
-  rows = [(i, s) for i in range(len(prompts)) for s in range(num_samples)]
   out: list[list[list[int]]] = [[[] for _ in range(num_samples)] for _ in prompts]
   for first in range(0, len(rows), batch):
     chunk_rows = rows[first:first + batch]

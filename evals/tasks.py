@@ -276,8 +276,8 @@ def evaluate(config: EvalConfig, progress: Progress = _no_progress) -> dict[str,
 
 def table(report: Mapping[str, Any]) -> str:
   """A short text table of every task's metrics."""
-  lines = [f"{'task':<24} {'metric':<12} {'value':>10} {'seconds':>9}"]
+  lines = [f"{'task':<24} {'metric':<22} {'value':>10} {'seconds':>9}"]
   for name, result in report["tasks"].items():
     for metric, value in result.get("metrics", {}).items():
-      lines.append(f"{name:<24} {metric:<12} {value:>10.4f} {result.get('seconds', 0):>9.1f}")
+      lines.append(f"{name:<24} {metric:<22} {value:>10.4f} {result.get('seconds', 0):>9.1f}")
   return "\n".join(lines)
