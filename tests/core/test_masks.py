@@ -29,8 +29,7 @@ SCORE_CASES = {
 @pytest.mark.parametrize("case", list(SCORE_CASES), ids=list(SCORE_CASES))
 def test_lowest_k_matches_a_stable_sort(case):
   rng = np.random.default_rng(0)
-  for _ in range(30):
-    shape = (int(rng.integers(1, 9)), int(rng.integers(1, 40)))
+  for shape in [(1, 1), (3, 7), (8, 16), (5, 39)]:  # few shapes: each one compiles
     k = int(rng.integers(0, shape[1] + 1))
     scores = SCORE_CASES[case](rng, shape).astype(np.float32)
     got = np.asarray(masks._lowest_k_pruned(jnp.asarray(scores), k))
