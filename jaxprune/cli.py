@@ -144,7 +144,7 @@ def _add_distributed(p) -> None:
                  help="seconds of silence after which a process counts as dead and the others stop")
 
 
-def _distributed_config(args) -> "distributed.DistributedConfig | None":
+def _distributed_config(args):
   """A `DistributedConfig` if any multi-host flag is given, else None."""
   from jaxprune import distributed
 

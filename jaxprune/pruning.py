@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -29,10 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from penzai import pz
-from penzai.models.transformer import model_parts
 
 from jaxprune import masks as masks_lib
+from jaxprune import blocks as block_ops
 from jaxprune import scores, sparsegpt, stats, weights
+from jaxprune.blocks import apply_result, split_blocks
+
+__all__ = ["PruneConfig", "PruneResult", "apply_result", "data_mesh", "prune", "split_blocks"]
 from jaxprune.errors import JaxpruneError
 from jaxprune.spec import block_relative
 
@@ -110,91 +113,11 @@ class PruneResult:
 
 # --------------------------------------------------------------------------- #
 # Model structure
-# --------------------------------------------------------------------------- #
 
 
-def split_blocks(model) -> tuple[pz.nn.Layer, list[pz.nn.Layer], pz.nn.Layer]:
-  """(embedding prefix, decoder blocks, head) of a penzai TransformerLM."""
-  body = model.body.sublayers
-  index = [i for i, layer in enumerate(body) if isinstance(layer, model_parts.TransformerBlock)]
-  if not index:
-    raise JaxpruneError("the model has no TransformerBlock: load it with converters.load_model")
-  return (
-      pz.nn.Sequential(list(body[: index[0]])),
-      [body[i] for i in index],
-      pz.nn.Sequential(list(body[index[-1] + 1 :])),
-  )
-
-
-def with_blocks(model, blocks: Sequence[pz.nn.Layer]):
-  """``model`` with its decoder blocks replaced (in order)."""
-  body = list(model.body.sublayers)
-  index = [i for i, layer in enumerate(body) if isinstance(layer, model_parts.TransformerBlock)]
-  for i, block in zip(index, blocks):
-    body[i] = block
-  return dataclasses.replace(model, body=pz.nn.Sequential(body))
-
-
-def _canonical(tree):
-  """Unbind variables and give them block-relative labels.
-
-  Labels are static metadata of the jitted function's arguments; making them
-  the same for every block lets all blocks share one compiled function.
-  """
-  tree_def, values = pz.unbind_variables(tree, freeze=True)
-  tree_def = (
-      tree_def.select()
-      .at_instances_of(pz.ParameterSlot | pz.StateVariableSlot)
-      .apply(lambda s: dataclasses.replace(s, label=block_relative(str(s.label))))
-  )
-  values = [dataclasses.replace(v, label=block_relative(str(v.label))) for v in values]
-  return tree_def, values
-
-
-# --------------------------------------------------------------------------- #
-# Pure step functions (jit-compiled by the driver below)
-# --------------------------------------------------------------------------- #
-
-
-def embed(prefix, tokens: jax.Array) -> jax.Array:
-  """Token ids [batch, seq] -> residual stream [batch, seq, embedding]."""
-  out = prefix(pz.nx.wrap(tokens).tag("batch", "seq"))
-  return out.unwrap("batch", "seq", "embedding")
-
-
-def block_forward(block_def, values, x: jax.Array, weight: jax.Array):
-  """Run one block; return its outputs and the final probe statistics."""
-  variables = [v.unfreeze_as_copy() for v in values]
-  block = pz.bind_variables(block_def, variables)
-  positions = pz.nx.arange("seq", x.shape[1])
-  out = block(
-      pz.nx.wrap(x).tag("batch", "seq", "embedding"),
-      token_positions=positions,
-      **{stats.SAMPLE_WEIGHT: pz.nx.wrap(weight).tag("batch")},
-  )
-  states = [v.freeze() for v in variables if isinstance(v, pz.StateVariable)]
-  return out.unwrap("batch", "seq", "embedding"), states
-
-
-def choose_mask(w: jax.Array, sq_norm: jax.Array, method: str, pattern: masks_lib.Pattern,
-                per_row: bool, ria_exponent: float) -> jax.Array:
-  """Keep-mask of one linear from its weights and input statistic."""
-  if method == "ria":
-    score = scores.ria(w, sq_norm, ria_exponent)
-  else:
-    score = scores.SCORES[method](w, sq_norm)
-  return masks_lib.select(score, pattern, per_row=per_row or method != "magnitude")
-
-
-def choose_masks(ws: dict[str, jax.Array], sq_norms: dict[str, jax.Array], method: str,
-                 pattern: masks_lib.Pattern, per_row: bool, ria_exponent: float) -> dict[str, jax.Array]:
-  """`choose_mask` for every linear of a block (one compiled call per block)."""
-  return {k: choose_mask(w, sq_norms[k], method, pattern, per_row, ria_exponent) for k, w in ws.items()}
-
-
-_embed = jax.jit(embed)
-_block_forward = jax.jit(block_forward)
-_choose_masks = jax.jit(choose_masks, static_argnames=("method", "pattern", "per_row", "ria_exponent"))
+_embed = jax.jit(block_ops.embed)
+_block_forward = jax.jit(block_ops.block_forward)
+_choose_masks = jax.jit(block_ops.choose_masks, static_argnames=("method", "pattern", "per_row", "ria_exponent"))
 
 
 # --------------------------------------------------------------------------- #
@@ -288,7 +211,7 @@ def _run(block, batches: _Batches, mesh: Mesh, *, probe_names: set[str] | None, 
   """Forward ``block`` over all micro-batches; return (outputs, stats by name)."""
   if probe_names:
     block = stats.insert_probes(block, probe_names, with_gram)
-  block_def, values = _canonical(block)
+  block_def, values = block_ops.canonical(block)
   # Weights and statistics replicated on every device: one sharding for every
   # call, so the compiled function is reused across micro-batches and blocks.
   values = _put(values, NamedSharding(mesh, PartitionSpec()))
@@ -407,7 +330,7 @@ def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstruc
       if config.sequential:
         t0 = time.perf_counter()
         dense_out = None  # free the dense outputs: only inputs and pruned outputs stay live
-        pruned = _prune_block(block, block_masks, block_weights)
+        pruned = block_ops.prune_block(block, block_masks, block_weights)
         batches = _Batches(_run(pruned, batches, mesh, probe_names=None, with_gram=False)[0], batches.weight)
         timings["pruned_forward"] += time.perf_counter() - t0
       else:
@@ -452,25 +375,3 @@ def owl_allocation(model, tokens, config: PruneConfig, mesh: Mesh) -> tuple[floa
   chosen = allocation.owl_sparsities(ratios, config.sparsity, config.owl_lambda)
   log.info("OWL block sparsities: %s", ", ".join(f"{s:.3f}" for s in chosen))
   return chosen
-
-
-def _prune_block(block, block_masks: Mapping[str, np.ndarray], new_weights: Mapping[str, jax.Array]):
-  """The block with pruned weights zeroed (or replaced, for SparseGPT)."""
-
-  def rewrite(name, matrix):
-    if name in new_weights:
-      return jnp.where(jnp.asarray(block_masks[name]), new_weights[name], 0.0).astype(matrix.dtype)
-    if name in block_masks:
-      return jnp.where(jnp.asarray(block_masks[name]), matrix, jnp.zeros((), matrix.dtype))
-    return None
-
-  return weights.map_linear_weights(block, rewrite)
-
-
-def apply_result(model, result: PruneResult):
-  """The penzai model with a `PruneResult` applied (new weights, then masks)."""
-  lm = getattr(model, "model", model)
-  if result.weights:
-    lm = weights.map_linear_weights(lm, lambda n, m: jnp.asarray(result.weights[n]).astype(m.dtype)
-                                    if n in result.weights else None)
-  return masks_lib.apply(lm, result.masks)
