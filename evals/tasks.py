@@ -191,20 +191,13 @@ def apply_run(loaded, run_dir: str | None) -> tuple[Any, dict[str, Any] | None]:
   """``loaded`` with a prune run's masks (and SparseGPT weights) applied, and the run's summary."""
   if run_dir is None:
     return loaded, None
-  from jaxprune import pruning, runs
+  from jaxprune import runs
 
-  masks, record, new_weights = runs.load_run(run_dir)
-  made_for = record.get("model", {})
-  if made_for.get("hash") != loaded.content_hash:
-    raise JaxpruneError(
-        f"the masks in {run_dir} were made for model {made_for.get('id')} (hash {made_for.get('hash')}),"
-        f" not {loaded.source} (hash {loaded.content_hash}): pass the --model the run was pruned from")
-  result = pruning.PruneResult(masks, {}, {}, new_weights, (), {})
-  model = pruning.apply_result(loaded, result)
+  pruned, _, record = runs.with_run(loaded, run_dir)
   summary = {"run": str(run_dir), "sparsity": record.get("sparsity", {}).get("__total__"),
              "options": record.get("options"), "calibration": record.get("calibration"),
-             "sparsegpt_weights": bool(new_weights)}
-  return dataclasses.replace(loaded, model=model), summary
+             "sparsegpt_weights": (Path(run_dir) / "weights").exists()}
+  return pruned, summary
 
 
 def run_tasks(loaded, config: EvalConfig, progress: Progress = _no_progress) -> dict[str, dict[str, Any]]:

@@ -157,19 +157,27 @@ def load_run(run_dir: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
   return masks, record, new_weights
 
 
+def load_run_for(loaded, run_dir: str | os.PathLike):
+  """`load_run`, refusing a run that was pruned from another model than ``loaded``."""
+  masks, record, new_weights = load_run(run_dir)
+  made_for = record.get("model", {})
+  if made_for.get("hash") != loaded.model_id["hash"]:
+    raise JaxpruneError(
+        f"the masks in {run_dir} were made for model {made_for.get('id')} (hash {made_for.get('hash')}),"
+        f" not {loaded.model_id['id']} (hash {loaded.model_id['hash']}): pass the --model the run was pruned from"
+    )
+  return masks, record, new_weights
+
+
+def with_run(loaded, run_dir: str | os.PathLike):
+  """(``loaded`` with the run's SparseGPT weights and masks applied, masks, run record)."""
+  masks, record, new_weights = load_run_for(loaded, run_dir)
+  model = pruning.apply_result(loaded, pruning.PruneResult(masks, {}, {}, new_weights, (), {}))
+  return dataclasses.replace(loaded, model=model), masks, record
+
+
 def export_run(loaded, run_dir: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False,
                export_fn=None) -> Path:
   """Export ``loaded`` with the run's masks (and SparseGPT weights) applied."""
-  masks, record, new_weights = load_run(run_dir)
-  if record["model"].get("hash") != loaded.model_id["hash"]:
-    raise JaxpruneError(
-        f"the masks in {run_dir} were made for model {record['model'].get('id')} (hash"
-        f" {record['model'].get('hash')}), not {loaded.model_id['id']} (hash {loaded.model_id['hash']}):"
-        " pass the --model the run was pruned from"
-    )
-  if new_weights:
-    model = pruning.apply_result(
-        loaded, pruning.PruneResult(masks, {}, {}, new_weights, (), {})
-    )
-    loaded = dataclasses.replace(loaded, model=model)
-  return export_fn(loaded, out, masks=masks, overwrite=overwrite)
+  pruned, masks, _ = with_run(loaded, run_dir)
+  return export_fn(pruned, out, masks=masks, overwrite=overwrite)
