@@ -76,7 +76,8 @@ def main() -> None:
   elapsed = time.perf_counter() - start
 
   lines = [f"# Pruning methods on {exp.model}", "",
-           f"Made by `{exp.command}` in {elapsed / 60:.0f} min ({exp.cpu_count} CPU cores); calibration"
+           f"Made by `{exp.command}` in {elapsed / 60:.0f} min ({exp.cpu_count} CPU cores; runs and evaluations"
+           " already made by scripts/reproduce_languages.py are reused from OUT/runs and OUT/evals); calibration"
            f" {exp.nsamples} x {exp.seqlen} tokens, seed {args.seed}; held-out perplexity on {exp.eval_windows}"
            f" windows of {exp.seqlen} tokens per language.", "",
            "| method | pattern | calibration | " + " | ".join(EVAL) + " | mean ratio to dense |",
