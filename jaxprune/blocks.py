@@ -8,7 +8,7 @@ these functions and decides where data lives.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -35,15 +35,6 @@ def split_blocks(model) -> tuple[pz.nn.Layer, list[pz.nn.Layer], pz.nn.Layer]:
       [body[i] for i in index],
       pz.nn.Sequential(list(body[index[-1] + 1 :])),
   )
-
-
-def with_blocks(model, blocks: Sequence[pz.nn.Layer]):
-  """``model`` with its decoder blocks replaced (in order)."""
-  body = list(model.body.sublayers)
-  index = [i for i, layer in enumerate(body) if isinstance(layer, model_parts.TransformerBlock)]
-  for i, block in zip(index, blocks):
-    body[i] = block
-  return dataclasses.replace(model, body=pz.nn.Sequential(body))
 
 
 def canonical(tree):
@@ -103,23 +94,14 @@ def choose_masks(ws: dict[str, jax.Array], sq_norms: dict[str, jax.Array], metho
   return {k: choose_mask(w, sq_norms[k], method, pattern, per_row, ria_exponent) for k, w in ws.items()}
 
 
-def prune_block(block, block_masks: Mapping[str, np.ndarray], new_weights: Mapping[str, jax.Array]):
-  """The block with pruned weights zeroed (or replaced, for SparseGPT)."""
-
-  def rewrite(name, matrix):
-    if name in new_weights:
-      return jnp.where(jnp.asarray(block_masks[name]), new_weights[name], 0.0).astype(matrix.dtype)
-    if name in block_masks:
-      return jnp.where(jnp.asarray(block_masks[name]), matrix, jnp.zeros((), matrix.dtype))
-    return None
-
-  return weights.map_linear_weights(block, rewrite)
+def apply_pruning(model, masks: Mapping[str, np.ndarray], new_weights: Mapping[str, jax.Array] | None = None):
+  """``model`` (or one block) with SparseGPT's updated weights set, then pruned weights zeroed."""
+  if new_weights:
+    model = weights.map_linear_weights(
+        model, lambda n, m: jnp.asarray(new_weights[n]).astype(m.dtype) if n in new_weights else None)
+  return masks_lib.apply(model, masks)
 
 
 def apply_result(model, result):
-  """The penzai model with a `PruneResult` applied (new weights, then masks)."""
-  lm = getattr(model, "model", model)
-  if result.weights:
-    lm = weights.map_linear_weights(lm, lambda n, m: jnp.asarray(result.weights[n]).astype(m.dtype)
-                                    if n in result.weights else None)
-  return masks_lib.apply(lm, result.masks)
+  """The penzai model (or `LoadedModel`'s model) with a `PruneResult` applied."""
+  return apply_pruning(getattr(model, "model", model), result.masks, result.weights)

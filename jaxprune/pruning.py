@@ -331,7 +331,7 @@ def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstruc
       if config.sequential:
         t0 = time.perf_counter()
         dense_out = None  # free the dense outputs: only inputs and pruned outputs stay live
-        pruned = block_ops.prune_block(block, block_masks, block_weights)
+        pruned = block_ops.apply_pruning(block, block_masks, block_weights)
         batches = _Batches(_run(pruned, batches, mesh, probe_names=None, with_gram=False)[0], batches.weight)
         jax.block_until_ready(batches.x)
         timings["pruned_forward"] += time.perf_counter() - t0

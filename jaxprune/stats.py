@@ -62,11 +62,6 @@ def update(state: InputStats, rows: jax.Array, row_weight: jax.Array, sequences:
   )
 
 
-def merge(a: InputStats, b: InputStats) -> InputStats:
-  """Sum of two states (e.g. from two hosts or two runs)."""
-  return InputStats(a.sum_sq + b.sum_sq, a.gram + b.gram, a.sequences + b.sequences)
-
-
 class Finalized(NamedTuple):
   """The statistics as the pruning methods use them (divided once)."""
 
@@ -127,13 +122,3 @@ def insert_probes(block: pz.nn.Layer, names: set[str], with_gram: bool) -> pz.nn
     return pz.nn.Sequential([probe, linear])
 
   return block.select().at_instances_of(pz.nn.Linear).apply(add_probe)
-
-
-def remove_probes(block: pz.nn.Layer) -> pz.nn.Layer:
-  """Undo `insert_probes`."""
-  return (
-      block.select()
-      .at_instances_of(pz.nn.Sequential)
-      .where(lambda s: len(s.sublayers) == 2 and isinstance(s.sublayers[0], InputProbe))
-      .apply(lambda s: s.sublayers[1])
-  )
