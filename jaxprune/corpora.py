@@ -221,6 +221,16 @@ def _math(root: Path) -> Corpus:
   return Corpus("math", tuple(groups))
 
 
+def _csr(root: Path) -> Corpus:
+  groups = _local_groups(("ob_qa", "hellaswag"), root)
+  if not groups:
+    raise NotReady(
+        f"no local OpenBookQA or HellaSwag data: put its JSONL/Parquet files in {root / 'local' / 'ob_qa'}"
+        f" or {root / 'local' / 'hellaswag'}, or pass hf:PATH"
+    )
+  return Corpus("csr", tuple(groups))
+
+
 def _generic(root: Path) -> Corpus:
   groups = _local_groups(("c4",), root)
   if groups:
@@ -253,6 +263,7 @@ DOMAINS: dict[str, Domain] = {d.name: d for d in (
            lambda root: tuple(d for _, d, *_ in ENGLISH_DEBS)),
     Domain("translation", "translation", "English->French gettext catalogues (+ local wmt14/o_books)", _translation),
     Domain("math", "math", "local GSM8K / MathQA data only", _math),
+    Domain("csr", "csr", "commonsense reasoning: local OpenBookQA / HellaSwag data only", _csr),
     Domain("generic", "prose", "local C4 data, else english", _generic,
            lambda root: () if hfdata.find_local("c4", root) else tuple(d for _, d, *_ in ENGLISH_DEBS)),
 )}

@@ -294,6 +294,16 @@ def test_hf_short_name_uses_its_field_layout(tmp_path, tok):
   assert pair == f"English: house {i}\nFrench: maison {i}"
 
 
+def test_csr_domain_reads_local_openbookqa(tmp_path, tok):
+  local = tmp_path / "cache" / "local"
+  rows = [{"question_stem": f"Rain makes the ground {i}", "answerKey": "B",
+           "choices": {"text": ["dry", f"wet {i}"], "label": ["A", "B"]}} for i in range(40)]
+  write(local / "ob_qa", {"train.jsonl": "".join(json.dumps(r) + "\n" for r in rows)})
+  first = text(tok, calibration.sample("csr", tok, 1, 64, seed=0)[0]).split("<eos>")[0]
+  i = first.split()[-1]
+  assert first == f"Rain makes the ground {i} wet {i}"
+
+
 # --------------------------------------------------------------------------- #
 # Errors: one line, naming the fix
 # --------------------------------------------------------------------------- #
@@ -336,6 +346,7 @@ BAD = {
     "hf-bad-split": (_jsonl_bad_split, "no split 'validation'"),
     "hf-bad-field": (_jsonl_bad_field, "no field 'body'"),
     "math-absent": (lambda p: "math", "no local GSM8K or MathQA data"),
+    "csr-absent": (lambda p: "csr", "no local OpenBookQA or HellaSwag data"),
     "not-fetched": (lambda p: "cpp", "run `jaxprune corpora fetch cpp`"),
 }
 
