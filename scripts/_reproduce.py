@@ -32,10 +32,11 @@ class Experiment:
   nsamples: int
   seqlen: int
   eval_windows: int
-  humaneval_limit: int
+  limit: int
   max_new_tokens: int
   command: str
   cpu_count: int
+  data: tuple[tuple[str, str], ...] = ()
   loaded: Any = dataclasses.field(default=None, repr=False, compare=False)
 
   @classmethod
@@ -46,9 +47,36 @@ class Experiment:
     (out / "runs").mkdir(parents=True, exist_ok=True)
     (out / "evals").mkdir(parents=True, exist_ok=True)
     return cls(model=args.model, out=out, seeds=list(args.seeds), nsamples=args.nsamples, seqlen=args.seqlen,
-               eval_windows=args.eval_windows, humaneval_limit=args.humaneval_limit,
-               max_new_tokens=args.max_new_tokens, command=command, cpu_count=os.cpu_count() or 1,
+               eval_windows=args.eval_windows, limit=args.limit, max_new_tokens=args.max_new_tokens,
+               command=command, cpu_count=os.cpu_count() or 1, data=parse_data(getattr(args, "data", None)),
                loaded=converters.load_model(args.model))
+
+  def record(self) -> dict[str, Any]:
+    """The experiment's options for the results JSON (the loaded model is not an option)."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "loaded"}
+
+  def eval_settings(self, task: str) -> dict[str, Any]:
+    """What changes a task's number; a cached result must have been made with the same."""
+    if task.startswith("ppl:"):
+      return {"seqlen": self.seqlen, "eval_windows": self.eval_windows}
+    return {"limit": self.limit, "max_new_tokens": self.max_new_tokens}
+
+
+def parse_data(items: list[str] | None) -> tuple[tuple[str, str], ...]:
+  """``TASK=PATH`` arguments as `EvalConfig.data` pairs."""
+  pairs = tuple(tuple(item.split("=", 1)) for item in items or ())
+  bad = [item for item, pair in zip(items or (), pairs) if len(pair) != 2 or not all(pair)]
+  if bad:
+    raise SystemExit(f"--data {bad[0]!r}: give TASK=PATH, e.g. gsm8k=~/data/gsm8k/test.jsonl")
+  return pairs  # type: ignore[return-value]
+
+
+def _mismatch(what: str, path: Path, cached: dict, wanted: dict) -> None:
+  diff = {k: (cached.get(k), v) for k, v in wanted.items() if cached.get(k) != v}
+  if diff:
+    key, (was, now) = next(iter(diff.items()))
+    raise SystemExit(f"{path}: cached {what} was made with {key}={was}, this run asks {key}={now}:"
+                     " choose another --out or delete it")
 
 
 def prune_cached(exp: Experiment, name: str, domain: str | None, seed: int, **options) -> Path:
@@ -56,9 +84,16 @@ def prune_cached(exp: Experiment, name: str, domain: str | None, seed: int, **op
   from jaxprune import calibration, pruning, runs
 
   run_dir = exp.out / "runs" / name
-  if (run_dir / "run.json").exists():
-    return run_dir
   config = pruning.PruneConfig(sparsity=0.5, **options)
+  if (run_dir / "run.json").exists():
+    record = json.loads((run_dir / "run.json").read_text())
+    calib = record.get("calibration") or {}
+    wanted = {"source": domain}
+    if domain is not None:
+      wanted.update(nsamples=exp.nsamples, seqlen=exp.seqlen, seed=seed)
+    _mismatch("prune run", run_dir, calib, wanted)
+    _mismatch("prune run", run_dir, record.get("options", {}), dataclasses.asdict(config))
+    return run_dir
   tokens, info = None, {"source": None}
   if domain is not None:
     tokens = calibration.sample(domain, exp.loaded.tokenizer, exp.nsamples, exp.seqlen, seed)
@@ -70,9 +105,12 @@ def prune_cached(exp: Experiment, name: str, domain: str | None, seed: int, **op
 
 
 def _summary(task: str, report: dict[str, Any]) -> Any:
+  """A perplexity as a number; any other task's metrics with how many problems or examples it had."""
   if task.startswith("ppl:"):
     return report["metrics"]["ppl"]
-  return {"pass@1": report["metrics"]["pass@1"], "problems": len(report.get("per_problem", []))}
+  if "pass@1" in report["metrics"]:
+    return {"pass@1": report["metrics"]["pass@1"], "problems": len(report.get("per_problem", []))}
+  return {**report["metrics"], "examples": report.get("num_examples")}
 
 
 def evaluate_cached(exp: Experiment, run_dir: Path | None, name: str, tasks: tuple[str, ...]) -> dict[str, Any]:
@@ -81,15 +119,20 @@ def evaluate_cached(exp: Experiment, run_dir: Path | None, name: str, tasks: tup
 
   path = exp.out / "evals" / f"{name}.json"
   cached = json.loads(path.read_text()) if path.exists() else {}
+  settings = cached.setdefault("_settings", {})
+  for task in tasks:
+    if task in cached and task in settings:  # entries older than the settings record are trusted
+      _mismatch(f"{task} result", path, settings[task], exp.eval_settings(task))
   todo = tuple(t for t in tasks if t not in cached)
   if todo:
     loaded, _ = eval_tasks.apply_run(exp.loaded, str(run_dir) if run_dir else None)
     config = eval_tasks.EvalConfig(
         model=exp.model, tasks=todo, seqlen=exp.seqlen, max_windows=exp.eval_windows, batch_size=8,
-        greedy=True, limit=exp.humaneval_limit, max_new_tokens=exp.max_new_tokens, gen_batch_size=exp.humaneval_limit)
+        data=exp.data, greedy=True, limit=exp.limit, max_new_tokens=exp.max_new_tokens, gen_batch_size=exp.limit)
     log.info("evaluating %s on %s", name, ", ".join(todo))
     for task, report in eval_tasks.run_tasks(loaded, config).items():
       cached[task] = _summary(task, report)
+      settings[task] = exp.eval_settings(task)
       path.write_text(json.dumps(cached, indent=2))
   return cached
 

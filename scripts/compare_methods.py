@@ -54,9 +54,9 @@ def main() -> None:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--nsamples", type=int, default=32)
   parser.add_argument("--seqlen", type=int, default=256)
-  parser.add_argument("--eval-windows", type=int, default=32)
+  parser.add_argument("--eval-windows", type=int, default=16)
   args = parser.parse_args()
-  args.seeds, args.humaneval_limit, args.max_new_tokens = [args.seed], 0, 0
+  args.seeds, args.limit, args.max_new_tokens = [args.seed], 0, 0
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
   exp = Experiment.create(args, " ".join(["python", "scripts/compare_methods.py", *sys.argv[1:]]))
   start = time.perf_counter()
@@ -99,7 +99,7 @@ def main() -> None:
         lines.append(f"| {label} | {pattern} | {dp:+.3f} | {dj:+.3f} |")
   (exp.out / "methods.md").write_text("\n".join(lines) + "\n")
   (exp.out / "methods.json").write_text(json.dumps(
-      {"experiment": dataclasses.asdict(exp), "dense": dense, "rows": rows, "elapsed_s": elapsed},
+      {"experiment": exp.record(), "dense": dense, "rows": rows, "elapsed_s": elapsed},
       indent=2, default=str))
   print((exp.out / "methods.md").read_text())
 

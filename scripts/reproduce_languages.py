@@ -94,7 +94,7 @@ def _markdown(exp: Experiment, results: dict, distances: dict, elapsed: float) -
   for name, row in results["baselines"].items():
     lines.append(f"| {name} | " + " | ".join(f"{row['ppl'][d]:.2f}" for d in EVAL) + " |")
 
-  lines += ["", f"## HumanEval greedy pass@1 (first {exp.humaneval_limit} problems per language,"
+  lines += ["", f"## HumanEval greedy pass@1 (first {exp.limit} problems per language,"
             f" {exp.max_new_tokens} new tokens)", "",
             "| model | " + " | ".join(HUMANEVAL) + " |", "|---|" + "---|" * len(HUMANEVAL)]
   for name, row in results["humaneval"].items():
@@ -119,13 +119,14 @@ def main() -> None:
   parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   parser.add_argument("--nsamples", type=int, default=32)
   parser.add_argument("--seqlen", type=int, default=256)
-  parser.add_argument("--eval-windows", type=int, default=32)
+  parser.add_argument("--eval-windows", type=int, default=16)
   parser.add_argument("--humaneval-limit", type=int, default=20)
   parser.add_argument("--max-new-tokens", type=int, default=128)
   parser.add_argument("--full", action="store_true", help="the paper's 128 x 2048 calibration, all 164 problems")
   args = parser.parse_args()
   if args.full:
     args.nsamples, args.seqlen, args.humaneval_limit, args.max_new_tokens = 128, 2048, 164, 512
+  args.limit = args.humaneval_limit
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
   exp = Experiment.create(args, " ".join(["python", "scripts/reproduce_languages.py", *sys.argv[1:]]))
   start = time.perf_counter()
@@ -160,7 +161,7 @@ def main() -> None:
 
   distances = mask_distances(exp, wanda_runs)
   elapsed = time.perf_counter() - start
-  payload = {"experiment": dataclasses.asdict(exp), "results": results, "distances": distances,
+  payload = {"experiment": exp.record(), "results": results, "distances": distances,
              "elapsed_s": elapsed}
   (exp.out / "languages.json").write_text(json.dumps(payload, indent=2, default=str))
   (exp.out / "languages.md").write_text(_markdown(exp, results, distances, elapsed))
