@@ -117,6 +117,7 @@ class PruneResult:
 
 _embed = jax.jit(block_ops.embed)
 _block_forward = jax.jit(block_ops.block_forward)
+_block_statistics = jax.jit(block_ops.block_statistics)
 _choose_masks = jax.jit(block_ops.choose_masks, static_argnames=("method", "pattern", "per_row", "ria_exponent"))
 
 
@@ -207,8 +208,9 @@ def _microbatches(tokens: np.ndarray, microbatch: int, mesh: Mesh, prefix) -> _B
   return _Batches(xs, ws)
 
 
-def _run(block, batches: _Batches, mesh: Mesh, *, probe_names: set[str] | None, with_gram: bool):
-  """Forward ``block`` over all micro-batches; return (outputs, stats by name)."""
+def _run(block, batches: _Batches, mesh: Mesh, *, probe_names: set[str] | None, with_gram: bool,
+         outputs: bool = True):
+  """Forward ``block`` over all micro-batches; return (outputs or None, stats by name)."""
   if probe_names:
     block = stats.insert_probes(block, probe_names, with_gram)
   block_def, values = block_ops.canonical(block)
@@ -220,10 +222,13 @@ def _run(block, batches: _Batches, mesh: Mesh, *, probe_names: set[str] | None, 
   state = [v for v in values if isinstance(v, pz.StateVariableValue)]
   outs = []
   for x, w in zip(batches.x, batches.weight):
-    y, state = _block_forward(block_def, fixed + state, x, w)
-    outs.append(y)
+    if outputs:
+      y, state = _block_forward(block_def, fixed + state, x, w)
+      outs.append(y)
+    else:
+      state = _block_statistics(block_def, fixed + state, x, w)
   by_label = {s.label: s.value for s in state}
-  return outs, [(label, by_label[label]) for label in state_labels]
+  return (outs if outputs else None), [(label, by_label[label]) for label in state_labels]
 
 
 def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstructured",
@@ -300,11 +305,13 @@ def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstruc
     dense_out = None
     if needs_calibration:
       t0 = time.perf_counter()
-      dense_out, states = _run(block, batches, mesh, probe_names=set(linears), with_gram=config.method == "sparsegpt")
+      # A sequential pass takes the next inputs from the pruned block, so the dense one needs no outputs.
+      dense_out, states = _run(block, batches, mesh, probe_names=set(linears),
+                               with_gram=config.method == "sparsegpt", outputs=not config.sequential)
       name_of = {f"stats:{block_relative(n)}": n for n in linears}
       for label, state in states:
         collected[name_of[label]] = stats.finalize(jax.tree.map(_local, state))
-      jax.block_until_ready(dense_out)  # time the phase, not its dispatch
+      jax.block_until_ready((dense_out, collected))  # time the phase, not its dispatch
       timings["calibration_forward"] += time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -327,10 +334,10 @@ def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstruc
     result_masks.update(block_masks)
     timings["masks"] += time.perf_counter() - t0
 
-    if needs_calibration:
+    last = b == len(blocks) - 1
+    if needs_calibration and not last:  # the last block's outputs feed nothing
       if config.sequential:
         t0 = time.perf_counter()
-        dense_out = None  # free the dense outputs: only inputs and pruned outputs stay live
         pruned = block_ops.apply_pruning(block, block_masks, block_weights)
         batches = _Batches(_run(pruned, batches, mesh, probe_names=None, with_gram=False)[0], batches.weight)
         jax.block_until_ready(batches.x)
@@ -342,7 +349,7 @@ def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstruc
     if resume is not None:
       t0 = time.perf_counter()
       resume.save(b + 1, block_masks, {n: result_stats[n] for n in block_masks if n in result_stats},
-                  block_weights, batches.x if batches else None)
+                  block_weights, batches.x if batches and not last else None)
       timings["checkpoint"] += time.perf_counter() - t0
     if on_block is not None:
       on_block(b + 1, len(blocks), {"sparsity": block_pattern.sparsity})
