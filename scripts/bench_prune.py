@@ -9,6 +9,7 @@ own load of the same checkpoint.
   python scripts/bench_prune.py                 # 128 x 512 tokens (the paper's nsamples)
   python scripts/bench_prune.py --quick         # 16 x 256 tokens
   python scripts/bench_prune.py --out bench.json
+  python scripts/bench_prune.py --quick --dtype float64   # mask agreement without float32 rounding
 
 Prints a table (wall time, peak RSS, calibration tokens/s, ratio, mask
 agreement) and writes it as JSON.
@@ -29,12 +30,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _worker_ours(model: str, tokens_path: str, out: str) -> dict:
+def _worker_ours(model: str, tokens_path: str, out: str, dtype: str) -> dict:
+  import jax
+
+  jax.config.update("jax_enable_x64", dtype == "float64")
   import converters
   from jaxprune import pruning
 
   t0 = time.perf_counter()
-  loaded = converters.load_model(model)
+  loaded = converters.load_model(model, dtype=dtype, activation_dtype=jax.numpy.dtype(dtype))
   t1 = time.perf_counter()
   tokens = np.load(tokens_path)
   result = pruning.prune(loaded, tokens, sparsity=0.5)
@@ -45,7 +49,7 @@ def _worker_ours(model: str, tokens_path: str, out: str) -> dict:
   return {"load_s": t1 - t0, "prune_s": t2 - t1, "phases": result.timings, "peak_rss_mib": peak_rss_mib()}
 
 
-def _worker_reference(model: str, tokens_path: str, out: str) -> dict:
+def _worker_reference(model: str, tokens_path: str, out: str, dtype: str) -> dict:
   import torch
   from transformers import AutoModelForCausalLM
 
@@ -56,9 +60,9 @@ def _worker_reference(model: str, tokens_path: str, out: str) -> dict:
   t0 = time.perf_counter()
   if builtin.is_builtin(model):
     path = builtin.path_of(model)
-    hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=getattr(torch, dtype)).eval()
   else:
-    hf = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+    hf = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).eval()
   t1 = time.perf_counter()
   masks, _ = prune_wanda(hf, np.load(tokens_path), 0.5)
   t2 = time.perf_counter()
@@ -68,11 +72,11 @@ def _worker_reference(model: str, tokens_path: str, out: str) -> dict:
   return {"load_s": t1 - t0, "prune_s": t2 - t1, "peak_rss_mib": peak_rss_mib()}
 
 
-def _run_worker(kind: str, model: str, tokens_path: str, masks_out: str) -> dict:
+def _run_worker(kind: str, model: str, tokens_path: str, masks_out: str, dtype: str) -> dict:
   from _bench_util import run_worker
 
   return run_worker(__file__, ["--worker", kind, "--model", model, "--tokens", tokens_path,
-                               "--masks-out", masks_out], ROOT)
+                               "--masks-out", masks_out, "--dtype", dtype], ROOT)
 
 
 def main() -> None:
@@ -82,6 +86,8 @@ def main() -> None:
   parser.add_argument("--seqlen", type=int, default=512)
   parser.add_argument("--calib", default="python")
   parser.add_argument("--quick", action="store_true", help="16 x 256 tokens")
+  parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                      help="weights and activations of both sides (float64: agreement without float32 rounding)")
   parser.add_argument("--out", default=None, help="write the table as JSON here")
   parser.add_argument("--worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
   parser.add_argument("--tokens", help=argparse.SUPPRESS)
@@ -92,7 +98,7 @@ def main() -> None:
 
   if args.worker:
     fn = _worker_ours if args.worker == "ours" else _worker_reference
-    print(json.dumps(fn(args.model, args.tokens, args.masks_out)))
+    print(json.dumps(fn(args.model, args.tokens, args.masks_out, args.dtype)))
     return
 
   if args.quick:
@@ -106,8 +112,8 @@ def main() -> None:
   del loaded
   np.save(tmp / "tokens.npy", tokens)
 
-  ours = _run_worker("ours", args.model, str(tmp / "tokens.npy"), str(tmp / "ours.npz"))
-  ref = _run_worker("reference", args.model, str(tmp / "tokens.npy"), str(tmp / "ref.npz"))
+  ours = _run_worker("ours", args.model, str(tmp / "tokens.npy"), str(tmp / "ours.npz"), args.dtype)
+  ref = _run_worker("reference", args.model, str(tmp / "tokens.npy"), str(tmp / "ref.npz"), args.dtype)
   a, b = np.load(tmp / "ours.npz"), np.load(tmp / "ref.npz")
   same = sum(int(np.array_equal(a[k], b[k])) for k in b.files)
   differ = [k for k in b.files if not np.array_equal(a[k], b[k])]
@@ -118,6 +124,7 @@ def main() -> None:
   table = {
       "model": args.model,
       "calibration": f"{args.calib} {args.nsamples} x {args.seqlen}",
+      "dtype": args.dtype,
       "cpu_count": os.cpu_count(),
       "jaxprune": {**ours, "tokens_per_s": n_tok / ours["prune_s"]},
       "reference_pytorch": {**ref, "tokens_per_s": n_tok / ref["prune_s"]},
@@ -126,7 +133,7 @@ def main() -> None:
       "differing_weights_fraction": differing / total_bits,
       "first_block_with_a_difference": first_block,
   }
-  print(f"\nWanda on {args.model}, calibration {table['calibration']}, {os.cpu_count()} CPU cores\n")
+  print(f"\nWanda on {args.model}, calibration {table['calibration']}, {args.dtype}, {os.cpu_count()} CPU cores\n")
   print(f"{'':<22}{'prune s':>10}{'load s':>9}{'peak RSS MiB':>14}{'calib tok/s':>13}")
   for name, row in (("jaxprune (JAX)", table["jaxprune"]), ("official (PyTorch)", table["reference_pytorch"])):
     print(f"{name:<22}{row['prune_s']:>10.1f}{row['load_s']:>9.1f}{row['peak_rss_mib']:>14.0f}{row['tokens_per_s']:>13.0f}")
