@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from jaxprune.errors import JaxpruneError
@@ -225,7 +226,11 @@ def _run_prune(args) -> int:
 def _progress(total: int, unit: str):
   from tqdm.auto import tqdm
 
-  return tqdm(total=total, unit=unit, file=sys.stderr, disable=None)
+  from jaxprune import distributed
+
+  # A multi-host worker's stderr is its supervisor's pipe: draw when the supervisor's is a terminal.
+  shown = False if os.environ.get(distributed.TTY_ENV) else None
+  return tqdm(total=total, unit=unit, file=sys.stderr, disable=shown)
 
 
 # --------------------------------------------------------------------------- #

@@ -35,6 +35,9 @@ from jaxprune.errors import JaxpruneError
 log = logging.getLogger(__name__)
 
 WORKER_ENV = "JAXPRUNE_DISTRIBUTED_WORKER"  # set in the supervised child
+# Set by the supervisor when its own stderr is a terminal: the worker's stderr
+# is a pipe, so without it the worker's progress bars would switch themselves off.
+TTY_ENV = "JAXPRUNE_STDERR_IS_TTY"
 AUTO = "auto"  # --coordinator auto: let JAX detect SLURM / Open MPI / JAX_COORDINATOR_ADDRESS
 
 # Where the worker's stderr starts to be kept back: a log line of JAX's
@@ -206,7 +209,7 @@ def supervise(command: Sequence[str], config: DistributedConfig) -> int:
   Returns:
     the child's exit status (when it did not die of a JAX abort).
   """
-  env = {**os.environ, WORKER_ENV: "1"}
+  env = {**os.environ, WORKER_ENV: "1", TTY_ENV: "1" if sys.stderr.isatty() else ""}
   proc = subprocess.Popen(list(command), env=env, stderr=subprocess.PIPE)
   # Ctrl-C reaches the child directly (same process group); a scheduler's SIGTERM is passed on.
   forwarded = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),

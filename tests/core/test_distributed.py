@@ -226,3 +226,16 @@ def test_diagnosis(text, expected):
 def test_single_process_helpers_are_no_ops():
   distributed.barrier("nothing")
   distributed.check_same("anything", "options")
+
+
+@pytest.mark.parametrize("supervisor_tty,shown", [(True, True), (False, False)], ids=["terminal", "pipe"])
+def test_worker_draws_progress_when_the_supervisor_has_a_terminal(monkeypatch, supervisor_tty, shown):
+  import io
+
+  monkeypatch.setenv(distributed.TTY_ENV, "1" if supervisor_tty else "")
+  monkeypatch.setattr(sys, "stderr", io.StringIO())  # the worker's stderr is a pipe, never a terminal
+  bar = cli._progress(3, "blocks")
+  drawn = not bar.disable
+  bar.update(1)
+  bar.close()
+  assert drawn == shown and ("1/3" in sys.stderr.getvalue()) == shown
