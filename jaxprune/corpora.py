@@ -211,24 +211,21 @@ def _translation(root: Path) -> Corpus:
   return Corpus("translation", tuple(groups), info={"format": hfdata.translation_prompt("<en>", "<fr>")})
 
 
-def _math(root: Path) -> Corpus:
-  groups = _local_groups(("gsm8k", "math_qa"), root)
-  if not groups:
-    raise NotReady(
-        f"no local GSM8K or MathQA data: put its JSONL/Parquet files in {root / 'local' / 'gsm8k'}"
-        f" or {root / 'local' / 'math_qa'}, or pass hf:PATH"
-    )
-  return Corpus("math", tuple(groups))
+def _local_only(domain: str, names: tuple[str, ...], what: str) -> Callable[[Path], Corpus]:
+  """A domain made only of datasets the user put under ``<cache>/local/<name>``."""
+
+  def build(root: Path) -> Corpus:
+    groups = _local_groups(names, root)
+    if not groups:
+      places = " or ".join(str(root / "local" / n) for n in names)
+      raise NotReady(f"no local {what} data: put its JSONL/Parquet files in {places}, or pass hf:PATH")
+    return Corpus(domain, tuple(groups))
+
+  return build
 
 
-def _csr(root: Path) -> Corpus:
-  groups = _local_groups(("ob_qa", "hellaswag"), root)
-  if not groups:
-    raise NotReady(
-        f"no local OpenBookQA or HellaSwag data: put its JSONL/Parquet files in {root / 'local' / 'ob_qa'}"
-        f" or {root / 'local' / 'hellaswag'}, or pass hf:PATH"
-    )
-  return Corpus("csr", tuple(groups))
+_math = _local_only("math", ("gsm8k", "math_qa"), "GSM8K or MathQA")
+_csr = _local_only("csr", ("ob_qa", "hellaswag"), "OpenBookQA or HellaSwag")
 
 
 def _generic(root: Path) -> Corpus:

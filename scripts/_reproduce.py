@@ -7,6 +7,7 @@ every number in the tables can be traced to a run.json and its options.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -60,6 +61,26 @@ class Experiment:
     if task.startswith("ppl:"):
       return {"seqlen": self.seqlen, "eval_windows": self.eval_windows}
     return {"limit": self.limit, "max_new_tokens": self.max_new_tokens}
+
+
+def parse_args(description: str, argv: list[str] | None, *extra: tuple[tuple[str, ...], dict]) -> argparse.Namespace:
+  """The options every reproduction shares: the 2-core preset as defaults, ``--full`` for the paper's sizes."""
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument("--model", default="smollm2-135m")
+  parser.add_argument("--out", default=None, help="default: results/<model>")
+  parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+  parser.add_argument("--nsamples", type=int, default=32)
+  parser.add_argument("--seqlen", type=int, default=256)
+  parser.add_argument("--eval-windows", type=int, default=16)
+  parser.add_argument("--limit", "--humaneval-limit", type=int, default=20, help="problems or examples per task")
+  parser.add_argument("--max-new-tokens", type=int, default=128)
+  parser.add_argument("--full", action="store_true", help="the paper's 128 x 2048 calibration, all 164 problems")
+  for flags, options in extra:
+    parser.add_argument(*flags, **options)
+  args = parser.parse_args(argv)
+  if args.full:
+    args.nsamples, args.seqlen, args.limit, args.max_new_tokens = 128, 2048, 164, 512
+  return args
 
 
 def parse_data(items: list[str] | None) -> tuple[tuple[str, str], ...]:

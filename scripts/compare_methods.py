@@ -14,7 +14,6 @@ OUT/runs/); writes OUT/methods.md and OUT/methods.json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys

@@ -19,7 +19,6 @@ and OUT/domains.png.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -34,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from _reproduce import Experiment, evaluate_cached, parse_data, prune_cached  # noqa: E402
+from _reproduce import Experiment, evaluate_cached, parse_args, parse_data, prune_cached  # noqa: E402
 
 log = logging.getLogger("reproduce")
 
@@ -250,21 +249,9 @@ def _plot(exp: Experiment, relative: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
   argv = sys.argv[1:] if argv is None else argv
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--model", default="smollm2-135m")
-  parser.add_argument("--out", default=None, help="default: results/<model>")
-  parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-  parser.add_argument("--nsamples", type=int, default=32)
-  parser.add_argument("--seqlen", type=int, default=256)
-  parser.add_argument("--eval-windows", type=int, default=16)
-  parser.add_argument("--limit", type=int, default=20, help="problems or examples per task")
-  parser.add_argument("--max-new-tokens", type=int, default=128)
-  parser.add_argument("--data", action="append", metavar="TASK=PATH",
-                      help="a task's local data file (gsm8k, hellaswag, ...), as for `jaxprune eval --data`")
-  parser.add_argument("--full", action="store_true", help="the paper's 128 x 2048 calibration, 164 problems")
-  args = parser.parse_args(argv)
-  if args.full:
-    args.nsamples, args.seqlen, args.limit, args.max_new_tokens = 128, 2048, 164, 512
+  args = parse_args(__doc__.split("\n")[0], argv, (("--data",), dict(
+      action="append", metavar="TASK=PATH",
+      help="a task's local data file (gsm8k, hellaswag, ...), as for `jaxprune eval --data`")))
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
   from jaxprune import calibration
 

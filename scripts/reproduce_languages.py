@@ -19,8 +19,6 @@ the seed-0 sub-models).
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -36,6 +34,7 @@ from _reproduce import (  # noqa: E402
     Experiment,
     evaluate_cached,
     mask_distances,
+    parse_args,
     prune_cached,
 )
 
@@ -113,20 +112,7 @@ def _markdown(exp: Experiment, results: dict, distances: dict, elapsed: float) -
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--model", default="smollm2-135m")
-  parser.add_argument("--out", default=None, help="default: results/<model>")
-  parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-  parser.add_argument("--nsamples", type=int, default=32)
-  parser.add_argument("--seqlen", type=int, default=256)
-  parser.add_argument("--eval-windows", type=int, default=16)
-  parser.add_argument("--humaneval-limit", type=int, default=20)
-  parser.add_argument("--max-new-tokens", type=int, default=128)
-  parser.add_argument("--full", action="store_true", help="the paper's 128 x 2048 calibration, all 164 problems")
-  args = parser.parse_args()
-  if args.full:
-    args.nsamples, args.seqlen, args.humaneval_limit, args.max_new_tokens = 128, 2048, 164, 512
-  args.limit = args.humaneval_limit
+  args = parse_args(__doc__.split("\n")[0], None)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
   exp = Experiment.create(args, " ".join(["python", "scripts/reproduce_languages.py", *sys.argv[1:]]))
   start = time.perf_counter()
