@@ -10,6 +10,13 @@ own load of the same checkpoint.
   python scripts/bench_prune.py --quick         # 16 x 256 tokens
   python scripts/bench_prune.py --out bench.json
   python scripts/bench_prune.py --quick --dtype float64   # mask agreement without float32 rounding
+  python scripts/bench_prune.py --random llama-7b --layers 4 --seqlen 2048   # on a GPU: 7B shapes
+
+With ``--random CONFIG`` both sides prune a random-init Llama of that shape
+(saved once as an HF folder) on random tokens: speed depends only on shapes,
+so a few layers of a 7B config time a 7B model's per-block cost without its
+weights. Each side uses its framework's accelerator when there is one (JAX's
+default backend; torch.cuda), in full float32 (no TF32) on both.
 
 Prints a table (wall time, peak RSS, calibration tokens/s, ratio, mask
 agreement) and writes it as JSON.
@@ -29,11 +36,46 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Llama shapes for --random (vocabulary and context as the real models have).
+RANDOM_CONFIGS = {
+    "tiny": dict(hidden_size=64, intermediate_size=160, num_attention_heads=4, num_key_value_heads=2,
+                 vocab_size=512, max_position_embeddings=4096),
+    "llama-7b": dict(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32,
+                     vocab_size=32000, max_position_embeddings=4096),
+}
+
+
+def _random_model(name: str, layers: int, folder: Path) -> str:
+  """Save a random-init Llama of a named shape as an HF folder (seeded, so both sides read the same weights)."""
+  import torch
+  from transformers import LlamaConfig, LlamaForCausalLM
+
+  torch.manual_seed(0)
+  config = LlamaConfig(num_hidden_layers=layers, **RANDOM_CONFIGS[name])
+  with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+    model = LlamaForCausalLM(config)
+  model.save_pretrained(folder)
+  return str(folder)
+
+
+def _accelerator_peak_mib(framework: str) -> float | None:
+  """Peak accelerator memory of this process, or None on CPU."""
+  if framework == "jax":
+    import jax
+
+    device = jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    return stats["peak_bytes_in_use"] / 2**20 if stats else None
+  import torch
+
+  return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+
 
 def _worker_ours(model: str, tokens_path: str, out: str, dtype: str) -> dict:
   import jax
 
   jax.config.update("jax_enable_x64", dtype == "float64")
+  jax.config.update("jax_default_matmul_precision", "highest")  # no TF32 on GPUs: the reference has none
   import converters
   from jaxprune import pruning
 
@@ -46,7 +88,8 @@ def _worker_ours(model: str, tokens_path: str, out: str, dtype: str) -> dict:
   np.savez(out, **{k: np.packbits(v, axis=-1) for k, v in result.masks.items()})
   from _bench_util import peak_rss_mib
 
-  return {"load_s": t1 - t0, "prune_s": t2 - t1, "phases": result.timings, "peak_rss_mib": peak_rss_mib()}
+  return {"load_s": t1 - t0, "prune_s": t2 - t1, "phases": result.timings, "peak_rss_mib": peak_rss_mib(),
+          "device": jax.devices()[0].device_kind, "peak_device_mib": _accelerator_peak_mib("jax")}
 
 
 def _worker_reference(model: str, tokens_path: str, out: str, dtype: str) -> dict:
@@ -63,13 +106,17 @@ def _worker_reference(model: str, tokens_path: str, out: str, dtype: str) -> dic
     hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=getattr(torch, dtype)).eval()
   else:
     hf = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).eval()
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  hf = hf.to(device)
   t1 = time.perf_counter()
-  masks, _ = prune_wanda(hf, np.load(tokens_path), 0.5)
+  masks, _ = prune_wanda(hf, np.load(tokens_path), 0.5)  # returns host arrays: the device is done
   t2 = time.perf_counter()
   np.savez(out, **{k: np.packbits(v, axis=-1) for k, v in masks.items()})
   from _bench_util import peak_rss_mib
 
-  return {"load_s": t1 - t0, "prune_s": t2 - t1, "peak_rss_mib": peak_rss_mib()}
+  return {"load_s": t1 - t0, "prune_s": t2 - t1, "peak_rss_mib": peak_rss_mib(),
+          "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+          "peak_device_mib": _accelerator_peak_mib("torch")}
 
 
 def _run_worker(kind: str, model: str, tokens_path: str, masks_out: str, dtype: str) -> dict:
@@ -86,6 +133,8 @@ def main() -> None:
   parser.add_argument("--seqlen", type=int, default=512)
   parser.add_argument("--calib", default="python")
   parser.add_argument("--quick", action="store_true", help="16 x 256 tokens")
+  parser.add_argument("--random", choices=sorted(RANDOM_CONFIGS), help="a random-init Llama of this shape, random tokens")
+  parser.add_argument("--layers", type=int, default=4, help="decoder layers of the --random model")
   parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                       help="weights and activations of both sides (float64: agreement without float32 rounding)")
   parser.add_argument("--out", default=None, help="write the table as JSON here")
@@ -107,9 +156,15 @@ def main() -> None:
   from jaxprune import calibration
 
   tmp = Path(tempfile.mkdtemp(prefix="bench_prune."))
-  loaded = converters.load_model(args.model)
-  tokens = calibration.sample(args.calib, loaded.tokenizer, args.nsamples, args.seqlen, seed=0)
-  del loaded
+  if args.random:
+    args.model = _random_model(args.random, args.layers, tmp / "model")
+    vocab = RANDOM_CONFIGS[args.random]["vocab_size"]
+    tokens = np.random.default_rng(0).integers(0, vocab, (args.nsamples, args.seqlen), dtype=np.int32)
+    args.calib = "random tokens"
+  else:
+    loaded = converters.load_model(args.model)
+    tokens = calibration.sample(args.calib, loaded.tokenizer, args.nsamples, args.seqlen, seed=0)
+    del loaded
   np.save(tmp / "tokens.npy", tokens)
 
   ours = _run_worker("ours", args.model, str(tmp / "tokens.npy"), str(tmp / "ours.npz"), args.dtype)
@@ -122,7 +177,7 @@ def main() -> None:
   differing = sum(int(np.unpackbits(a[k] ^ b[k]).sum()) for k in b.files)
   n_tok = args.nsamples * args.seqlen
   table = {
-      "model": args.model,
+      "model": f"random {args.random}, {args.layers} layers" if args.random else args.model,
       "calibration": f"{args.calib} {args.nsamples} x {args.seqlen}",
       "dtype": args.dtype,
       "cpu_count": os.cpu_count(),
@@ -133,10 +188,12 @@ def main() -> None:
       "differing_weights_fraction": differing / total_bits,
       "first_block_with_a_difference": first_block,
   }
-  print(f"\nWanda on {args.model}, calibration {table['calibration']}, {args.dtype}, {os.cpu_count()} CPU cores\n")
-  print(f"{'':<22}{'prune s':>10}{'load s':>9}{'peak RSS MiB':>14}{'calib tok/s':>13}")
+  print(f"\nWanda on {table['model']}, calibration {table['calibration']}, {args.dtype}, {os.cpu_count()} CPU cores\n")
+  print(f"{'':<22}{'prune s':>10}{'load s':>9}{'peak RSS MiB':>14}{'device MiB':>12}{'calib tok/s':>13}  device")
   for name, row in (("jaxprune (JAX)", table["jaxprune"]), ("official (PyTorch)", table["reference_pytorch"])):
-    print(f"{name:<22}{row['prune_s']:>10.1f}{row['load_s']:>9.1f}{row['peak_rss_mib']:>14.0f}{row['tokens_per_s']:>13.0f}")
+    device_mib = f"{row['peak_device_mib']:.0f}" if row["peak_device_mib"] is not None else "–"
+    print(f"{name:<22}{row['prune_s']:>10.1f}{row['load_s']:>9.1f}{row['peak_rss_mib']:>14.0f}{device_mib:>12}"
+          f"{row['tokens_per_s']:>13.0f}  {row['device']}")
   print(f"\nspeed-up (prune time): {table['speedup_prune']:.2f}x;"
         f" identical masks: {table['identical_matrices']} matrices,"
         f" {table['differing_weights_fraction']:.2e} of weights differ"

@@ -19,7 +19,7 @@ class WrappedGPT:
 
   def __init__(self, layer: nn.Linear):
     self.layer = layer
-    self.scaler_row = torch.zeros(layer.weight.shape[1], dtype=torch.float32)
+    self.scaler_row = torch.zeros(layer.weight.shape[1], dtype=torch.float32, device=layer.weight.device)
     self.nsamples = 0
 
   def add_batch(self, inp, out):
@@ -81,7 +81,7 @@ def prune_wanda(model, tokens: np.ndarray, sparsity: float, prune_n: int = 0, pr
   ``score="ria"`` swaps in the metric of the RIA code (Zhang et al., 2024):
   (|W|/sum_col|W| + |W|/sum_row|W|) * sqrt(scaler_row)^a, the rest unchanged.
   """
-  tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
+  tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=next(model.parameters()).device)
   nsamples = tokens.shape[0]
   inps, kwargs = prepare_calibration_input(model, tokens)
   outs = torch.zeros_like(inps)
@@ -119,8 +119,8 @@ def prune_wanda(model, tokens: np.ndarray, sparsity: float, prune_n: int = 0, pr
         w_mask.scatter_(1, indices, True)
       subset[name].weight.data[w_mask] = 0
       hf_name = f"model.layers.{i}.{name}.weight"
-      masks[hf_name] = (~w_mask).numpy()
-      scaler_rows[hf_name] = wrapped[name].scaler_row.numpy().copy()
+      masks[hf_name] = (~w_mask).cpu().numpy()
+      scaler_rows[hf_name] = wrapped[name].scaler_row.cpu().numpy().copy()
     for j in range(nsamples):
       outs[j] = _layer_out(layer, inps[j].unsqueeze(0), kwargs)
     inps, outs = outs, inps
