@@ -38,6 +38,8 @@ class Experiment:
   command: str
   cpu_count: int
   data: tuple[tuple[str, str], ...] = ()
+  runs_reused: int = 0
+  runs_made: int = 0
   loaded: Any = dataclasses.field(default=None, repr=False, compare=False)
 
   @classmethod
@@ -55,6 +57,11 @@ class Experiment:
   def record(self) -> dict[str, Any]:
     """The experiment's options for the results JSON (the loaded model is not an option)."""
     return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "loaded"}
+
+  def timing(self, elapsed: float) -> str:
+    """How long this invocation took, and how much of the work came from the cache."""
+    return (f"in {elapsed / 60:.0f} min on this machine ({self.cpu_count} CPU cores), pruning"
+            f" {self.runs_made} sub-models and reusing {self.runs_reused} already in {self.out}/runs")
 
   def eval_settings(self, task: str) -> dict[str, Any]:
     """What changes a task's number; a cached result must have been made with the same."""
@@ -114,7 +121,9 @@ def prune_cached(exp: Experiment, name: str, domain: str | None, seed: int, **op
       wanted.update(nsamples=exp.nsamples, seqlen=exp.seqlen, seed=seed)
     _mismatch("prune run", run_dir, calib, wanted)
     _mismatch("prune run", run_dir, record.get("options", {}), dataclasses.asdict(config))
+    exp.runs_reused += 1
     return run_dir
+  exp.runs_made += 1
   tokens, info = None, {"source": None}
   if domain is not None:
     tokens = calibration.sample(domain, exp.loaded.tokenizer, exp.nsamples, exp.seqlen, seed)

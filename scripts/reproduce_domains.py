@@ -179,14 +179,12 @@ def _relative(results: dict, plan: Plan) -> dict[str, dict[str, dict[str, float 
   return out
 
 
-def _markdown(exp: Experiment, plan: Plan, results: dict, relative: dict, provenance: dict, elapsed: float,
-              reused: int) -> str:
+def _markdown(exp: Experiment, plan: Plan, results: dict, relative: dict, provenance: dict, elapsed: float) -> str:
   notes = _Notes()
   lines = [
       f"# Domain-specific sub-models of {exp.model} (the shape of the paper's Table III)",
       "",
-      f"Made by `{exp.command}` in {elapsed / 60:.0f} min on this machine ({exp.cpu_count} CPU cores),"
-      f" reusing {reused} of {len(plan.rows()) * len(exp.seeds)} prune runs already in {exp.out}/runs."
+      f"Made by `{exp.command}` {exp.timing(elapsed)}."
       f" Wanda 50% unstructured; calibration {exp.nsamples} x {exp.seqlen} tokens per run, seeds"
       f" {', '.join(map(str, exp.seeds))} (mean ± std over seeds). Task metrics on the first {exp.limit}"
       f" problems or examples of each task ({exp.max_new_tokens} new tokens at most; HumanEval greedy,"
@@ -268,12 +266,10 @@ def main(argv: list[str] | None = None) -> None:
   dense = evaluate_cached(exp, None, "dense", tasks)
   results: dict[str, Any] = {"dense": {d.name: {k: None if v is None else [v] for k, v in
                                                  _domain_values(d, plan, dense).items()} for d in DOMAINS}}
-  reused = 0
   for source in plan.rows():
     per_seed = []
     for seed in args.seeds:
       name = f"wanda50-{source}-s{seed}"
-      reused += (exp.out / "runs" / name / "run.json").exists()
       per_seed.append(evaluate_cached(exp, prune_cached(exp, name, source, seed), name, tasks))
     results[source] = {}
     for domain in DOMAINS:
@@ -284,10 +280,10 @@ def main(argv: list[str] | None = None) -> None:
   relative = _relative(results, plan)
   elapsed = time.perf_counter() - start
   payload = {"experiment": exp.record(), "plan": dataclasses.asdict(plan), "results": results,
-             "relative": relative, "calibration": provenance, "elapsed_s": elapsed, "reused_runs": reused}
+             "relative": relative, "calibration": provenance, "elapsed_s": elapsed}
   (exp.out / "domains.json").write_text(json.dumps(payload, indent=2, default=str))
   _plot(exp, relative, exp.out / "domains.png")
-  (exp.out / "domains.md").write_text(_markdown(exp, plan, results, relative, provenance, elapsed, reused))
+  (exp.out / "domains.md").write_text(_markdown(exp, plan, results, relative, provenance, elapsed))
   print((exp.out / "domains.md").read_text())
 
 

@@ -57,8 +57,7 @@ def _markdown(exp: Experiment, results: dict, distances: dict, elapsed: float) -
   lines = [
       f"# Language-specific sub-models of {exp.model}",
       "",
-      f"Made by `{exp.command}` in {elapsed / 60:.0f} min on this machine"
-      f" ({exp.cpu_count} CPU cores). Calibration: {exp.nsamples} x {exp.seqlen} tokens per run;"
+      f"Made by `{exp.command}` {exp.timing(elapsed)}. Calibration: {exp.nsamples} x {exp.seqlen} tokens per run;"
       f" evaluation: {exp.eval_windows} held-out windows of {exp.seqlen} tokens per domain"
       f" (files disjoint from the calibration files); seeds {', '.join(map(str, exp.seeds))}.",
       "",
