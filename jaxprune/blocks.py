@@ -78,15 +78,6 @@ def block_forward(block_def, values, x: jax.Array, weight: jax.Array):
   return out.unwrap("batch", "seq", "embedding"), states
 
 
-def block_statistics(block_def, values, x: jax.Array, weight: jax.Array):
-  """Only the probe statistics of `block_forward`.
-
-  Without the outputs to return, XLA drops what only they need: the last
-  linear of the block (e.g. ``down_proj``), whose input is probed but whose
-  product is not, so a sequential pass does about 1/8 less work.
-  """
-  return block_forward(block_def, values, x, weight)[1]
-
 
 def choose_mask(w: jax.Array, sq_norm: jax.Array, method: str, pattern: masks_lib.Pattern,
                 per_row: bool, ria_exponent: float) -> jax.Array:

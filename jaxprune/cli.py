@@ -126,7 +126,8 @@ def _add_prune(sub) -> None:
   p.add_argument("--owl-m", type=float, default=5.0, help="OWL outlier threshold M")
   p.add_argument("--owl-lambda", type=float, default=0.08, help="OWL band: block sparsity within s +- lambda")
   p.add_argument("--per-row", action="store_true", help="magnitude: one threshold per row, not per matrix")
-  p.add_argument("--microbatch", type=int, default=8, help="sequences per compiled step (memory bound)")
+  p.add_argument("--microbatch", type=int, default=None,
+                 help="sequences per compiled step (bounds memory); default: 8 on accelerators, on CPUs sized to the caches")
   p.add_argument("--dtype", default=None, help="parameter dtype (float32, bfloat16); default: the checkpoint's")
   p.add_argument("--out", required=True, help="run directory to write (masks + run.json)")
   p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
