@@ -186,18 +186,21 @@ class _Batches:
 CPU_SCORE_BYTES = 10 * 2**20
 
 
-def auto_microbatch(block, seqlen: int, mesh: Mesh) -> int:
+def auto_microbatch(block, tokens_shape: tuple[int, int], mesh: Mesh) -> int:
   """Sequences per step when `PruneConfig.microbatch` is None.
 
   Accelerators take 8 (large matmuls keep them busy). On CPUs a step is bound
   by memory traffic over the materialized attention scores (heads x seqlen^2
   float32 per sequence), not by FLOPs: SmolLM2 at 512 tokens runs 1.3x faster
   with 1 sequence per step than with 8, at 256 tokens best with 4. So each
-  device gets as many sequences as keep the scores within `CPU_SCORE_BYTES`.
+  device gets as many sequences as keep the scores within `CPU_SCORE_BYTES`,
+  and never more than the calibration set needs (no padding sequences).
   """
+  n, seqlen = tokens_shape
   devices = mesh.devices.size
+  needed = math.ceil(n / devices)
   if mesh.devices.flat[0].platform != "cpu":
-    return 8
+    return devices * min(needed, math.ceil(8 / devices))
   heads = 0
   for linear in block.select().at_instances_of(pz.nn.Linear).get_sequence():
     names = tuple(linear.out_axis_names)
@@ -206,7 +209,7 @@ def auto_microbatch(block, seqlen: int, mesh: Mesh) -> int:
       heads = math.prod(v for k, v in sizes.items() if k != "projection")
       break
   per_sequence = max(heads, 1) * seqlen * seqlen * 4
-  return devices * max(1, CPU_SCORE_BYTES // per_sequence)
+  return devices * min(needed, max(1, CPU_SCORE_BYTES // per_sequence))
 
 
 def _sample_weights(n: int, microbatch: int, mesh: Mesh) -> list[jax.Array]:
@@ -292,7 +295,7 @@ def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstruc
   tokens = _check_tokens(calib_tokens, vocab, max_positions) if needs_calibration else None
   microbatch = config.microbatch
   if microbatch is None and tokens is not None:
-    microbatch = auto_microbatch(blocks[0], tokens.shape[1], mesh)
+    microbatch = auto_microbatch(blocks[0], tokens.shape, mesh)
     log.info("%d calibration sequences per step", microbatch)
   per_block = config.block_sparsity
   if config.allocation == "owl" and per_block is None:

@@ -183,3 +183,19 @@ def test_apply_zeroes_exactly_the_pruned_weights(tiny, tokens):
   for name, linear in weights.prunable_linears(pruned).items():
     w = np.asarray(weights.hf_matrix(linear))
     assert ((w == 0) == ~result.masks[name]).all(), name
+
+
+AUTO_MICROBATCH = {
+    # (devices, calibration shape) -> sequences per step on CPU
+    "short-sequences-capped-by-the-set": (1, (10, 16), 10),
+    "eight-devices-one-each": (8, (10, 16), 16),
+    "long-sequences-one-per-device": (1, (10, 4096), 1),
+    "long-sequences-eight-devices": (8, (10, 4096), 8),
+}
+
+
+@pytest.mark.parametrize("devices,shape,expected", AUTO_MICROBATCH.values(), ids=AUTO_MICROBATCH.keys())
+def test_auto_microbatch_keeps_attention_scores_small_without_padding(tiny, devices, shape, expected):
+  _, blocks, _ = pruning.split_blocks(tiny[1].model)
+  mesh = pruning.data_mesh(jax.devices()[:devices])
+  assert pruning.auto_microbatch(blocks[0], shape, mesh) == expected
