@@ -103,6 +103,7 @@ class PruneResult:
     weights: HF name -> updated weights [out, in] (SparseGPT only, else empty).
     block_sparsity: the sparsity each block was pruned at.
     timings: seconds per phase.
+    microbatch: calibration sequences per compiled step (None without calibration).
   """
 
   masks: dict[str, np.ndarray]
@@ -111,6 +112,7 @@ class PruneResult:
   weights: dict[str, np.ndarray]
   block_sparsity: tuple[float, ...]
   timings: dict[str, float]
+  microbatch: int | None = None
 
 
 # --------------------------------------------------------------------------- #
@@ -392,6 +394,7 @@ def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstruc
       weights=new_weights,
       block_sparsity=tuple(sparsities),
       timings=timings,
+      microbatch=microbatch,
   )
 
 

@@ -129,7 +129,7 @@ def prune_run(loaded, calib_tokens: np.ndarray, config: pruning.PruneConfig, run
       "sparsity": result.report,
       "timings": {**{k: round(v, 3) for k, v in result.timings.items()}, "total": round(elapsed, 3)},
       "devices": {"count": jax.device_count(), "platform": jax.devices()[0].platform,
-                  "processes": jax.process_count()},
+                  "processes": jax.process_count(), "microbatch": result.microbatch},
       "versions": versions(),
   }
   if jax.process_index() == 0:

@@ -82,6 +82,7 @@ def test_cli_prune_then_export_matches_masked_penzai_logits(tiny, tokens_file, t
   assert record["options"]["method"] == "wanda"
   assert abs(record["sparsity"]["__total__"] - 0.5) < 1e-6
   assert "jax" in record["versions"] and record["timings"]["total"] > 0
+  assert record["devices"]["microbatch"] >= record["devices"]["count"]  # the step size actually used
   out = tmp_path / "hf"
   assert cli.main(["export", "--model", str(folder), "--masks", str(run_dir), "--out", str(out)]) == 0
 
