@@ -128,6 +128,8 @@ def _add_prune(sub) -> None:
   p.add_argument("--per-row", action="store_true", help="magnitude: one threshold per row, not per matrix")
   p.add_argument("--microbatch", type=int, default=None,
                  help="sequences per compiled step (bounds memory); default: 8 on accelerators, on CPUs sized to the caches")
+  p.add_argument("--attention-chunk", type=int, default=128,
+                 help="queries per chunk of causal attention in the calibration passes (0: unchunked)")
   p.add_argument("--dtype", default=None, help="parameter dtype (float32, bfloat16); default: the checkpoint's")
   p.add_argument("--out", required=True, help="run directory to write (masks + run.json)")
   p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
@@ -198,7 +200,7 @@ def _run_prune(args) -> int:
 
   config = pruning.PruneConfig(
       sparsity=args.sparsity, pattern=args.pattern, method=args.method, sequential=args.sequential,
-      microbatch=args.microbatch, per_row=args.per_row, allocation=args.allocation,
+      microbatch=args.microbatch, attention_chunk=args.attention_chunk, per_row=args.per_row, allocation=args.allocation,
       owl_m=args.owl_m, owl_lambda=args.owl_lambda,
   )
   config.validate()  # fail on bad options before the slow model load

@@ -30,6 +30,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from penzai import pz
 
+from jaxprune import attention
 from jaxprune import masks as masks_lib
 from jaxprune import blocks as block_ops
 from jaxprune import scores, sparsegpt, stats, weights
@@ -56,6 +57,10 @@ class PruneConfig:
       the device count); bounds activation memory. None: 8 on accelerators; on
       CPUs as many per device as keep a step's attention scores within
       `CPU_SCORE_BYTES` (see `auto_microbatch`).
+    attention_chunk: queries per chunk of the calibration passes' causal
+      attention (`jaxprune.attention`: each chunk meets only the keys it can
+      see); 0 runs penzai's attention unchanged. Like ``microbatch`` it changes
+      the order of float32 sums, not what is computed.
     per_row: magnitude only: one threshold per row instead of per matrix.
     ria_exponent: RIA's exponent on the activation norm.
     block_sparsity: optional per-block sparsities; overrides ``sparsity``
@@ -71,6 +76,7 @@ class PruneConfig:
   method: str = "wanda"
   sequential: bool = True
   microbatch: int | None = None
+  attention_chunk: int = 128
   per_row: bool = False
   ria_exponent: float = 0.5
   sparsegpt_blocksize: int = 128
@@ -89,6 +95,8 @@ class PruneConfig:
       raise JaxpruneError("OWL allocates unstructured sparsity per block: use --pattern unstructured with owl")
     if self.microbatch is not None and self.microbatch < 1:
       raise JaxpruneError(f"microbatch {self.microbatch} must be at least 1")
+    if self.attention_chunk < 0:
+      raise JaxpruneError(f"attention chunk {self.attention_chunk} must be at least 0 (0: unchunked)")
     return masks_lib.parse_pattern(self.pattern, self.sparsity)
 
 
@@ -185,18 +193,19 @@ class _Batches:
   weight: list[jax.Array]
 
 
-CPU_SCORE_BYTES = 10 * 2**20
+CPU_SCORE_BYTES = 5 * 2**20
 
 
-def auto_microbatch(block, tokens_shape: tuple[int, int], mesh: Mesh) -> int:
+def auto_microbatch(block, tokens_shape: tuple[int, int], mesh: Mesh, attention_chunk: int = 0) -> int:
   """Sequences per step when `PruneConfig.microbatch` is None.
 
   Accelerators take 8 (large matmuls keep them busy). On CPUs a step is bound
-  by memory traffic over the materialized attention scores (heads x seqlen^2
-  float32 per sequence), not by FLOPs: SmolLM2 at 512 tokens runs 1.3x faster
-  with 1 sequence per step than with 8, at 256 tokens best with 4. So each
-  device gets as many sequences as keep the scores within `CPU_SCORE_BYTES`,
-  and never more than the calibration set needs (no padding sequences).
+  by memory traffic over the attention scores a chunk materializes (heads x
+  chunk x seqlen float32 per sequence; chunk = seqlen unchunked), so each
+  device gets as many sequences as keep them within `CPU_SCORE_BYTES`, and
+  never more than the calibration set needs (no padding sequences). Measured
+  on SmolLM2 with 128-query chunks: 2 sequences of 512 tokens or 4 of 256 per
+  step are the fastest per sequence.
   """
   n, seqlen = tokens_shape
   devices = mesh.devices.size
@@ -210,7 +219,8 @@ def auto_microbatch(block, tokens_shape: tuple[int, int], mesh: Mesh) -> int:
       sizes = dict(zip(names, weights.axis_sizes(linear)[0]))
       heads = math.prod(v for k, v in sizes.items() if k != "projection")
       break
-  per_sequence = max(heads, 1) * seqlen * seqlen * 4
+  chunk = min(attention_chunk, seqlen) if attention_chunk else seqlen
+  per_sequence = max(heads, 1) * chunk * seqlen * 4
   return devices * min(needed, max(1, CPU_SCORE_BYTES // per_sequence))
 
 
@@ -240,10 +250,13 @@ def _microbatches(tokens: np.ndarray, microbatch: int, mesh: Mesh, prefix) -> _B
   return _Batches(xs, ws)
 
 
-def _run(block, batches: _Batches, mesh: Mesh, *, probe_names: set[str] | None, with_gram: bool):
+def _run(block, batches: _Batches, mesh: Mesh, *, probe_names: set[str] | None, with_gram: bool,
+         attention_chunk: int):
   """Forward ``block`` over all micro-batches; return (outputs, stats by name)."""
   if probe_names:
     block = stats.insert_probes(block, probe_names, with_gram)
+  if attention_chunk:
+    block = attention.chunk_attention(block, attention_chunk)
   block_def, values = block_ops.canonical(block)
   # Weights and statistics replicated on every device: one sharding for every
   # call, so the compiled function is reused across micro-batches and blocks.
@@ -297,7 +310,7 @@ def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstruc
   tokens = _check_tokens(calib_tokens, vocab, max_positions) if needs_calibration else None
   microbatch = config.microbatch
   if microbatch is None and tokens is not None:
-    microbatch = auto_microbatch(blocks[0], tokens.shape, mesh)
+    microbatch = auto_microbatch(blocks[0], tokens.shape, mesh, config.attention_chunk)
     log.info("%d calibration sequences per step", microbatch)
   per_block = config.block_sparsity
   if config.allocation == "owl" and per_block is None:
@@ -337,7 +350,8 @@ def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstruc
     dense_out = None
     if needs_calibration:
       t0 = time.perf_counter()
-      dense_out, states = _run(block, batches, mesh, probe_names=set(linears), with_gram=config.method == "sparsegpt")
+      dense_out, states = _run(block, batches, mesh, probe_names=set(linears), with_gram=config.method == "sparsegpt",
+                               attention_chunk=config.attention_chunk)
       name_of = {f"stats:{block_relative(n)}": n for n in linears}
       for label, state in states:
         collected[name_of[label]] = stats.finalize(jax.tree.map(_local, state))
@@ -370,7 +384,9 @@ def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstruc
         t0 = time.perf_counter()
         dense_out = None  # free the dense outputs: only inputs and pruned outputs stay live
         pruned = block_ops.apply_pruning(block, block_masks, block_weights)
-        batches = _Batches(_run(pruned, batches, mesh, probe_names=None, with_gram=False)[0], batches.weight)
+        pruned_out, _ = _run(pruned, batches, mesh, probe_names=None, with_gram=False,
+                             attention_chunk=config.attention_chunk)
+        batches = _Batches(pruned_out, batches.weight)
         jax.block_until_ready(batches.x)
         timings["pruned_forward"] += time.perf_counter() - t0
       else:

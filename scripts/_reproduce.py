@@ -120,8 +120,8 @@ def prune_cached(exp: Experiment, name: str, domain: str | None, seed: int, **op
     if domain is not None:
       wanted.update(nsamples=exp.nsamples, seqlen=exp.seqlen, seed=seed)
     _mismatch("prune run", run_dir, calib, wanted)
-    # The micro-batch size changes only the summation order of the statistics, not what is computed.
-    options = {k: v for k, v in dataclasses.asdict(config).items() if k != "microbatch"}
+    # The micro-batch and attention chunk change only the summation order, not what is computed.
+    options = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("microbatch", "attention_chunk")}
     _mismatch("prune run", run_dir, record.get("options", {}), options)
     exp.runs_reused += 1
     return run_dir

@@ -30,10 +30,13 @@ def tokens():
 
 
 REFERENCE_CASES = {
-    "unstructured-50": ("unstructured", 0.5, 0, 0),
-    "unstructured-30": ("unstructured", 0.3, 0, 0),
-    "2:4": ("2:4", 0.5, 2, 4),
-    "4:8": ("4:8", 0.5, 4, 8),
+    # pattern, sparsity, N, M, attention chunk (128: one chunk at 16 tokens)
+    "unstructured-50": ("unstructured", 0.5, 0, 0, 128),
+    "unstructured-30": ("unstructured", 0.3, 0, 0, 128),
+    "2:4": ("2:4", 0.5, 2, 4, 128),
+    "4:8": ("4:8", 0.5, 4, 8, 128),
+    "unstructured-50-attention-in-chunks-of-5": ("unstructured", 0.5, 0, 0, 5),
+    "unstructured-50-penzai-attention": ("unstructured", 0.5, 0, 0, 0),
 }
 
 
@@ -50,10 +53,11 @@ def test_matches_official_wanda(tiny, tokens, case):
   from tests.reference_wanda import prune_wanda
 
   folder, loaded = tiny
-  pattern, sparsity, n, m = REFERENCE_CASES[case]
+  pattern, sparsity, n, m, chunk = REFERENCE_CASES[case]
   hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
   ref_masks, ref_stats = prune_wanda(hf, tokens, sparsity, n, m)
-  result = pruning.prune(loaded, tokens, sparsity=sparsity, pattern=pattern)
+  config = pruning.PruneConfig(sparsity=sparsity, pattern=pattern, attention_chunk=chunk)
+  result = pruning.prune(loaded, tokens, config=config)
   assert sorted(result.masks) == sorted(ref_masks)
   for name in ref_masks:
     np.testing.assert_array_equal(result.masks[name], ref_masks[name], err_msg=name)
