@@ -19,7 +19,11 @@ weights. Each side uses its framework's accelerator when there is one (JAX's
 default backend; torch.cuda), in full float32 (no TF32) on both.
 
 Prints a table (wall time, peak RSS, calibration tokens/s, ratio, mask
-agreement) and writes it as JSON.
+agreement) and writes it as JSON. A third worker measures the machine's
+fastest float32 matmul in both frameworks; with the FLOPs an exact prune
+cannot avoid (`_roofline.min_flops`) that bounds the prune time of any
+implementation, and so the largest speed-up over the reference this machine
+allows (``--no-roofline`` skips it).
 """
 
 from __future__ import annotations
@@ -87,9 +91,28 @@ def _worker_ours(model: str, tokens_path: str, out: str, dtype: str) -> dict:
   t2 = time.perf_counter()
   np.savez(out, **{k: np.packbits(v, axis=-1) for k, v in result.masks.items()})
   from _bench_util import peak_rss_mib
+  from _roofline import min_flops
 
+  config = loaded.spec.hf_config.get("text_config", loaded.spec.hf_config)
+  linears = [(l.block, l.name, l.out_features, l.in_features) for l in loaded.spec.linears]
   return {"load_s": t1 - t0, "prune_s": t2 - t1, "phases": result.timings, "peak_rss_mib": peak_rss_mib(),
-          "device": jax.devices()[0].device_kind, "peak_device_mib": _accelerator_peak_mib("jax")}
+          "device": jax.devices()[0].device_kind, "peak_device_mib": _accelerator_peak_mib("jax"),
+          "microbatch": result.microbatch, "min_flops": min_flops(linears, config, *tokens.shape)}
+
+
+def _worker_peak(dtype: str) -> dict:
+  """Best matmul GFLOP/s of each framework, each in a fresh process of its own."""
+  from _roofline import isa_peak_gflops, peak_matmul
+
+  del dtype
+  return {"jax": peak_matmul("jax"), "isa_peak_gflops": isa_peak_gflops()}
+
+
+def _worker_peak_torch(dtype: str) -> dict:
+  from _roofline import peak_matmul
+
+  del dtype
+  return {"torch": peak_matmul("torch")}
 
 
 def _worker_reference(model: str, tokens_path: str, out: str, dtype: str) -> dict:
@@ -138,13 +161,17 @@ def main() -> None:
   parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                       help="weights and activations of both sides (float64: agreement without float32 rounding)")
   parser.add_argument("--out", default=None, help="write the table as JSON here")
-  parser.add_argument("--worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
+  parser.add_argument("--no-roofline", action="store_true", help="skip the matmul-peak measurement")
+  parser.add_argument("--worker", choices=["ours", "reference", "peak", "peak-torch"], help=argparse.SUPPRESS)
   parser.add_argument("--tokens", help=argparse.SUPPRESS)
   parser.add_argument("--masks-out", help=argparse.SUPPRESS)
   args = parser.parse_args()
   sys.path.insert(0, str(ROOT))
   sys.path.insert(0, str(ROOT / "scripts"))
 
+  if args.worker in ("peak", "peak-torch"):
+    print(json.dumps((_worker_peak if args.worker == "peak" else _worker_peak_torch)(args.dtype)))
+    return
   if args.worker:
     fn = _worker_ours if args.worker == "ours" else _worker_reference
     print(json.dumps(fn(args.model, args.tokens, args.masks_out, args.dtype)))
@@ -169,6 +196,7 @@ def main() -> None:
 
   ours = _run_worker("ours", args.model, str(tmp / "tokens.npy"), str(tmp / "ours.npz"), args.dtype)
   ref = _run_worker("reference", args.model, str(tmp / "tokens.npy"), str(tmp / "ref.npz"), args.dtype)
+  roofline = None if args.no_roofline else _roofline_table(ours, ref)
   a, b = np.load(tmp / "ours.npz"), np.load(tmp / "ref.npz")
   same = sum(int(np.array_equal(a[k], b[k])) for k in b.files)
   differ = [k for k in b.files if not np.array_equal(a[k], b[k])]
@@ -187,6 +215,7 @@ def main() -> None:
       "identical_matrices": f"{same}/{len(b.files)}",
       "differing_weights_fraction": differing / total_bits,
       "first_block_with_a_difference": first_block,
+      "roofline": roofline,
   }
   print(f"\nWanda on {table['model']}, calibration {table['calibration']}, {args.dtype}, {os.cpu_count()} CPU cores\n")
   print(f"{'':<22}{'prune s':>10}{'load s':>9}{'peak RSS MiB':>14}{'device MiB':>12}{'calib tok/s':>13}  device")
@@ -198,8 +227,41 @@ def main() -> None:
         f" identical masks: {table['identical_matrices']} matrices,"
         f" {table['differing_weights_fraction']:.2e} of weights differ"
         + (f" (from block {first_block} on)" if first_block is not None else ""))
+  if roofline:
+    _print_roofline(roofline)
   if args.out:
     Path(args.out).write_text(json.dumps(table, indent=2))
+
+
+def _roofline_table(ours: dict, ref: dict) -> dict:
+  """Peak matmul rates, the FLOP floor and what they allow, for the table."""
+  peak = _run_worker("peak", "", "", "", "float32")
+  peak.update(_run_worker("peak-torch", "", "", "", "float32"))
+  best = {fw: max(peak[fw].values()) for fw in ("jax", "torch")}
+  peak_gflops = max(best.values())
+  flops = ours["min_flops"]["total"]
+  floor_s = flops / (peak_gflops * 1e9)
+  return {
+      "matmul_gflops": {fw: peak[fw] for fw in ("jax", "torch")},
+      "peak_gflops": peak_gflops,
+      "isa_peak_gflops": peak["isa_peak_gflops"],
+      "min_flops": ours["min_flops"],
+      "floor_s": floor_s,
+      "jaxprune_gflops": flops / ours["prune_s"] / 1e9,
+      "reference_gflops": flops / ref["prune_s"] / 1e9,
+      "max_speedup_over_reference": ref["prune_s"] / floor_s,
+  }
+
+
+def _print_roofline(r: dict) -> None:
+  fw = {k: max(v.values()) for k, v in r["matmul_gflops"].items()}
+  isa = f"; nominal ISA peak {r['isa_peak_gflops']:.0f}" if r["isa_peak_gflops"] else ""
+  print(f"\nroofline: fastest float32 matmul {fw['jax']:.0f} GFLOP/s (XLA), {fw['torch']:.0f} (PyTorch){isa};"
+        f" an exact prune needs at least {r['min_flops']['total'] / 1e12:.2f} TFLOP"
+        f" -> no implementation beats {r['floor_s']:.1f} s here")
+  print(f"  useful GFLOP/s: jaxprune {r['jaxprune_gflops']:.0f} ({r['jaxprune_gflops'] / r['peak_gflops']:.0%} of peak),"
+        f" reference {r['reference_gflops']:.0f} ({r['reference_gflops'] / r['peak_gflops']:.0%});"
+        f" the most any implementation could gain over the reference: {r['max_speedup_over_reference']:.2f}x")
 
 
 if __name__ == "__main__":
