@@ -129,6 +129,7 @@ class PruneResult:
 
 _embed = jax.jit(block_ops.embed)
 _block_forward = jax.jit(block_ops.block_forward)
+_block_statistics = jax.jit(block_ops.block_statistics)
 _choose_masks = jax.jit(block_ops.choose_masks, static_argnames=("method", "pattern", "per_row", "ria_exponent"))
 
 
@@ -251,8 +252,8 @@ def _microbatches(tokens: np.ndarray, microbatch: int, mesh: Mesh, prefix) -> _B
 
 
 def _run(block, batches: _Batches, mesh: Mesh, *, probe_names: set[str] | None, with_gram: bool,
-         attention_chunk: int):
-  """Forward ``block`` over all micro-batches; return (outputs, stats by name)."""
+         attention_chunk: int, outputs: bool = True):
+  """Forward ``block`` over all micro-batches; return (outputs or None, stats by name)."""
   if probe_names:
     block = stats.insert_probes(block, probe_names, with_gram)
   if attention_chunk:
@@ -266,10 +267,13 @@ def _run(block, batches: _Batches, mesh: Mesh, *, probe_names: set[str] | None, 
   state = [v for v in values if isinstance(v, pz.StateVariableValue)]
   outs = []
   for x, w in zip(batches.x, batches.weight):
-    y, state = _block_forward(block_def, fixed + state, x, w)
-    outs.append(y)
+    if outputs:
+      y, state = _block_forward(block_def, fixed + state, x, w)
+      outs.append(y)
+    else:
+      state = _block_statistics(block_def, fixed + state, x, w)
   by_label = {s.label: s.value for s in state}
-  return outs, [(label, by_label[label]) for label in state_labels]
+  return (outs if outputs else None), [(label, by_label[label]) for label in state_labels]
 
 
 def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstructured",
@@ -350,8 +354,9 @@ def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstruc
     dense_out = None
     if needs_calibration:
       t0 = time.perf_counter()
+      # The sequential pass's next inputs come from the pruned block: the dense outputs are not needed.
       dense_out, states = _run(block, batches, mesh, probe_names=set(linears), with_gram=config.method == "sparsegpt",
-                               attention_chunk=config.attention_chunk)
+                               attention_chunk=config.attention_chunk, outputs=not config.sequential)
       name_of = {f"stats:{block_relative(n)}": n for n in linears}
       for label, state in states:
         collected[name_of[label]] = stats.finalize(jax.tree.map(_local, state))
@@ -382,7 +387,6 @@ def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstruc
     if needs_calibration and not last:  # the last block's outputs feed nothing
       if config.sequential:
         t0 = time.perf_counter()
-        dense_out = None  # free the dense outputs: only inputs and pruned outputs stay live
         pruned = block_ops.apply_pruning(block, block_masks, block_weights)
         pruned_out, _ = _run(pruned, batches, mesh, probe_names=None, with_gram=False,
                              attention_chunk=config.attention_chunk)
