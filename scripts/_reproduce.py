@@ -123,8 +123,11 @@ def prune_cached(exp: Experiment, name: str, domain: str | None, seed: int, **op
     # The micro-batch and attention chunk change only the summation order, not what is computed.
     options = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("microbatch", "attention_chunk")}
     _mismatch("prune run", run_dir, record.get("options", {}), options)
-    exp.runs_reused += 1
-    return run_dir
+    if _arrays_present(run_dir, config):
+      exp.runs_reused += 1
+      return run_dir
+    # git keeps a run's run.json, not its masks: a fresh checkout prunes the run again.
+    log.info("%s: masks are not in this checkout (only run.json is committed); pruning it again", run_dir)
   exp.runs_made += 1
   tokens, info = None, {"source": None}
   if domain is not None:
@@ -132,8 +135,16 @@ def prune_cached(exp: Experiment, name: str, domain: str | None, seed: int, **op
     info = {"source": domain, "nsamples": exp.nsamples, "seqlen": exp.seqlen, "seed": seed,
             "provenance": calibration.describe(domain)}
   log.info("pruning %s", name)
-  runs.prune_run(exp.loaded, tokens, config, runs.RunConfig(out=run_dir), calibration=info)
+  # Replace only a finished record without arrays; an interrupted run resumes from its state.
+  rerun = runs.RunConfig(out=run_dir, overwrite=(run_dir / "run.json").exists())
+  runs.prune_run(exp.loaded, tokens, config, rerun, calibration=info)
   return run_dir
+
+
+def _arrays_present(run_dir: Path, config) -> bool:
+  """Whether a finished run's Orbax arrays are here (masks; SparseGPT's weights too)."""
+  needed = ["masks"] + (["weights"] if config.method == "sparsegpt" else [])
+  return all((run_dir / name).is_dir() for name in needed)
 
 
 def _summary(task: str, report: dict[str, Any]) -> Any:

@@ -67,3 +67,20 @@ def test_rerun_reuses_runs_and_refuses_other_settings(experiment, monkeypatch):
   assert {p: p.stat().st_mtime_ns for p in runs.glob("*/run.json")} == stamps
   with pytest.raises(SystemExit, match="nsamples=2, this run asks nsamples=3"):
     _run(root, folder, monkeypatch, "--nsamples", "3")
+
+
+def test_fresh_checkout_without_masks_prunes_again(experiment, monkeypatch):
+  """git keeps only run.json of each run: a rerun from a clone makes the masks again instead of failing."""
+  import shutil
+
+  root, folder = experiment
+  runs = root / "out" / "runs"
+  if not runs.exists():
+    _run(root, folder, monkeypatch)
+  victim = sorted(runs.glob("*/run.json"))[0].parent
+  for child in victim.iterdir():
+    if child.name != "run.json":
+      shutil.rmtree(child) if child.is_dir() else child.unlink()
+  _run(root, folder, monkeypatch)
+  assert (victim / "masks").is_dir() and (victim / "run.json").exists()
+  assert "pruning 1 sub-models and reusing" in (root / "out" / "domains.md").read_text()
