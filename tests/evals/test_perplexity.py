@@ -55,6 +55,16 @@ def test_masked_model_equals_transformers_with_zeroed_weights(tmp_path):
   assert ours["nll"] != pytest.approx(perplexity.perplexity(loaded.model, WINDOWS)["nll"], rel=1e-3)
 
 
+@pytest.mark.parametrize("case", ["llama", "gemma2"], ids=["llama", "gemma2-softcap-window"])
+def test_chunked_attention_scores_as_penzai_does(tmp_path, case):
+  """Scoring runs attention in query chunks: several chunks per window give penzai's log-probabilities."""
+  model_type, extra = FAMILY_CASES[case]
+  loaded = converters.load_model(str(make_tiny_hf(tmp_path / case, model_type, **extra)))
+  plain = scoring.next_token_logprobs(*scoring.split(loaded.model, attention_chunk=0), WINDOWS)[0]
+  chunked = scoring.next_token_logprobs(*scoring.split(loaded.model, attention_chunk=5), WINDOWS)[0]
+  np.testing.assert_allclose(np.asarray(chunked), np.asarray(plain), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("batch_size", [1, 3, 5, 8], ids=["b1", "b3-padded", "b5-exact", "b8-padded"])
 def test_batch_size_does_not_change_the_result(tiny, batch_size):
   _, loaded = tiny
