@@ -64,7 +64,8 @@ def _with_lexnames(source: Path, cache: Path) -> Path:
   cache.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=".wordnet-", dir=cache))
   for f in source.iterdir():  # copies (28 MB): nltk refuses symbolic and hard links
-    shutil.copyfile(f, tmp / f.name)
+    if f.is_file():  # the database files only: some Debian builds add folders (wnres/, for the GUI)
+      shutil.copyfile(f, tmp / f.name)
   (tmp / "lexnames").write_text("".join(
       f"{i:02d}\t{name}\t{_POS_NUMBER[name.split('.')[0]]}\n" for i, name in enumerate(_LEXNAMES)))
   try:

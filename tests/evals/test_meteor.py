@@ -90,3 +90,15 @@ def test_task_runs_end_to_end_on_a_tiny_model(tiny_long, tmp_path, monkeypatch):
                    "--max-new-tokens", "4", "--gen-batch-size", "5", "--out", str(out)]) == 0
   result = json.loads(out.read_text())["tasks"]["meteor-fr-en"]
   assert result["num_examples"] == 1 and result["best_of"] == 5 and 0 <= result["metrics"]["meteor"] <= 1
+
+
+def test_wordnet_folder_with_subfolders_is_copied_without_them(tmp_path):
+  """Some Debian builds put a GUI resource folder (wnres/) beside the database files."""
+  source = tmp_path / "wordnet"
+  (source / "wnres").mkdir(parents=True)
+  (source / "wnres" / "icon.xbm").write_text("x")
+  (source / "data.noun").write_text("  1 header\n")
+  root = meteor._with_lexnames(source, tmp_path / "cache")
+  assert (root / "data.noun").read_text() == "  1 header\n"
+  assert (root / "lexnames").read_text().startswith("00\tadj.all\t3\n")
+  assert not (root / "wnres").exists()
