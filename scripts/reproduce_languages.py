@@ -110,10 +110,11 @@ def _markdown(exp: Experiment, results: dict, distances: dict, elapsed: float) -
   return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-  args = parse_args(__doc__.split("\n")[0], None)
+def main(argv: list[str] | None = None) -> None:
+  args = parse_args(__doc__.split("\n")[0], argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-  exp = Experiment.create(args, " ".join(["python", "scripts/reproduce_languages.py", *sys.argv[1:]]))
+  argv = sys.argv[1:] if argv is None else argv
+  exp = Experiment.create(args, " ".join(["python", "scripts/reproduce_languages.py", *argv]))
   start = time.perf_counter()
 
   results: dict = {"dense": {}, "wanda": {}, "baselines": {}, "humaneval": {}}
