@@ -111,9 +111,9 @@ def _markdown(exp: Experiment, results: dict, distances: dict, elapsed: float) -
 
 
 def main(argv: list[str] | None = None) -> None:
+  argv = sys.argv[1:] if argv is None else argv
   args = parse_args(__doc__.split("\n")[0], argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-  argv = sys.argv[1:] if argv is None else argv
   exp = Experiment.create(args, " ".join(["python", "scripts/reproduce_languages.py", *argv]))
   start = time.perf_counter()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxprune import corpora
+from jaxprune import calibration, corpora
 from tests.evals.conftest import make_tiny_with_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -17,14 +17,18 @@ import reproduce_languages  # noqa: E402
 
 
 def _missing_corpora() -> list[str]:
-  root = corpora.cache_root(None)
   missing = []
   for name in reproduce_languages.CALIB:
     try:
-      corpora.build(name, root)
+      calibration.resolve(name)
     except corpora.NotReady:
       missing.append(name)
   return missing
+
+
+def _reproduce(model: Path, out: Path) -> None:
+  reproduce_languages.main(["--model", str(model), "--out", str(out), "--seeds", "0", "1", "--nsamples", "2",
+                            "--seqlen", "32", "--eval-windows", "2", "--limit", "1", "--max-new-tokens", "4"])
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +38,13 @@ def reproduction(tmp_path_factory):
     pytest.skip(f"corpora not fetched: `jaxprune corpora fetch {' '.join(missing)}`")
   root = tmp_path_factory.mktemp("languages")
   folder, _ = make_tiny_with_tokenizer(root / "model", "llama", max_position_embeddings=4096)
-  out = root / "out"
-  reproduce_languages.main(["--model", str(folder), "--out", str(out), "--seeds", "0", "1", "--nsamples", "2",
-                            "--seqlen", "32", "--eval-windows", "2", "--limit", "1", "--max-new-tokens", "4"])
-  return out
+  _reproduce(folder, root / "out")
+  return folder, root / "out"
 
 
 def test_every_table_is_filled(reproduction):
-  report = json.loads((reproduction / "languages.json").read_text())
+  _, out = reproduction
+  report = json.loads((out / "languages.json").read_text())
   results = report["results"]
   domains = set(reproduce_languages.EVAL)
   assert set(results["dense"]["ppl"]) == domains
@@ -61,24 +64,22 @@ def test_every_table_is_filled(reproduction):
 
 
 def test_markdown_marks_the_diagonal_and_relative_increase(reproduction):
-  text = (reproduction / "languages.md").read_text()
-  for calibration in ("python", "java", "cpp", "javascript", "english"):
-    rows = [line for line in text.splitlines() if line.startswith(f"| {calibration} |")]
-    assert len(rows) == 2, calibration  # perplexity and relative-increase tables
-    column = reproduce_languages.EVAL.index(calibration)
+  _, out = reproduction
+  text = (out / "languages.md").read_text()
+  for column, domain in enumerate(reproduce_languages.EVAL):
+    rows = [line for line in text.splitlines() if line.startswith(f"| {domain} |")]
+    assert len(rows) == 2, domain  # perplexity and relative-increase tables
     for row in rows:
       assert row.split("|")[2 + column].strip().startswith("**"), row
   assert "Relative perplexity increase over dense" in text and "%" in text
   assert "pruning 25 sub-models and reusing 0" in text
-  assert (reproduction / "layers_within_vs_across.png").stat().st_size > 0
-  assert (reproduction / "compare" / "index.html").exists()
+  assert (out / "layers_within_vs_across.png").stat().st_size > 0
+  assert (out / "compare" / "index.html").exists()
 
 
 def test_rerun_reuses_every_run(reproduction):
-  before = {p: p.stat().st_mtime_ns for p in (reproduction / "runs").glob("*/run.json")}
-  record = json.loads((reproduction / "languages.json").read_text())["experiment"]
-  reproduce_languages.main(["--model", record["model"], "--out", str(reproduction), "--seeds", "0", "1",
-                            "--nsamples", "2", "--seqlen", "32", "--eval-windows", "2", "--limit", "1",
-                            "--max-new-tokens", "4"])
-  assert {p: p.stat().st_mtime_ns for p in (reproduction / "runs").glob("*/run.json")} == before
-  assert "pruning 0 sub-models and reusing 25" in (reproduction / "languages.md").read_text()
+  model, out = reproduction
+  before = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/run.json")}
+  _reproduce(model, out)
+  assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/run.json")} == before
+  assert "pruning 0 sub-models and reusing 25" in (out / "languages.md").read_text()
