@@ -1,9 +1,12 @@
 """GGUF files: config, tensors (dequantized in numpy) and tokenizer, no torch.
 
 llama.cpp names tensors its own way (``blk.3.attn_q.weight``), stores Gemma's
-norm scales with the ``+1`` folded in, and permutes the rows of Llama q/k
-projections for its rotary layout. This module undoes all three, so a GGUF
-model enters the same HF-named pipeline as a safetensors folder.
+norm scales with the ``+1`` folded in, and permutes the rows of q/k
+projections for its rotary layout **only for its ``llama`` architecture**
+(Llama, Mistral and the other models its converter writes through its Llama
+class; `PERMUTED_ARCHITECTURES`). Qwen2 and Gemma files are stored unpermuted.
+This module undoes exactly what llama.cpp did, so a GGUF model enters the same
+HF-named pipeline as a safetensors folder.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ SUPPORTED_QUANTS = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"
 
 _ARCH_TO_MODEL_TYPE = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "gemma": "gemma",
                        "gemma2": "gemma2", "gemma3": "gemma3_text"}
+
+# Architectures whose q/k rows llama.cpp's converter permutes (`LlamaModel.permute`);
+# transformers' GGUF loader un-permutes the same set (its `LlamaTensorProcessor`).
+PERMUTED_ARCHITECTURES = frozenset({"llama"})
 
 _BLOCK_TENSORS = {
     "attn_q": "self_attn.q_proj",
@@ -132,7 +139,7 @@ def _unpermute(weights: np.ndarray, n_head: int) -> np.ndarray:
 class GGUFSource:
   """A `TensorSource` over a GGUF file, dequantizing one tensor at a time."""
 
-  def __init__(self, path: Path, reader, config):
+  def __init__(self, path: Path, reader, config, architecture: str):
     self.path = path
     self._reader = reader
     self._config = config
@@ -140,6 +147,7 @@ class GGUFSource:
 
     fam = families.FAMILIES[families.family_name(config)]
     self._gemma = fam.gemma_norms
+    self._permuted = architecture in PERMUTED_ARCHITECTURES
     self._tensors = {hf_name(t.name, fam.sandwich_norms): t for t in reader.tensors}
     for name, tensor in self._tensors.items():
       if tensor.tensor_type.name not in SUPPORTED_QUANTS:
@@ -159,9 +167,9 @@ class GGUFSource:
 
     tensor = self._tensors[name]
     array = np.asarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32).reshape(self.shape(name))
-    if not self._gemma and name.endswith("self_attn.q_proj.weight"):
+    if self._permuted and name.endswith("self_attn.q_proj.weight"):
       array = _unpermute(array, self._config.num_attention_heads)
-    elif not self._gemma and name.endswith("self_attn.k_proj.weight"):
+    elif self._permuted and name.endswith("self_attn.k_proj.weight"):
       array = _unpermute(array, self._config.num_key_value_heads)
     elif self._gemma and name.endswith("norm.weight"):
       array = array - 1.0  # llama.cpp stores Gemma norm scales as 1 + w
@@ -209,5 +217,5 @@ def open_gguf(path: Path):
     raise JaxpruneError(f"{path} is not a readable GGUF file ({err}): re-download it") from None
   meta = _metadata(reader)
   config = _config(meta, {t.name for t in reader.tensors})
-  source = GGUFSource(Path(path), reader, config)
+  source = GGUFSource(Path(path), reader, config, meta["general.architecture"])
   return config, source, _tokenizer(reader, meta)

@@ -126,4 +126,4 @@ def test_unsupported_gguf_quant_type(tmp_path):
     model_type = "llama"
 
   with pytest.raises(JaxpruneError, match="Q2_K.*re-quantize"):
-    gguf_io.GGUFSource(path, reader, Cfg())
+    gguf_io.GGUFSource(path, reader, Cfg(), "llama")
