@@ -42,6 +42,34 @@ def _run_info(args) -> int:
 
 
 # --------------------------------------------------------------------------- #
+# models
+# --------------------------------------------------------------------------- #
+
+
+def _add_models(sub) -> None:
+  p = sub.add_parser("models", help="the built-in models: family, size, licence, installed or how to install")
+  p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+  p.set_defaults(func=_run_models)
+
+
+def _run_models(args) -> int:
+  from converters import builtin
+
+  rows = builtin.listing()
+  if args.json:
+    print(json.dumps(rows, indent=2))
+    return 0
+  print(f"{'name':<20} {'family':<8} {'params':>7}  {'installed':<9}  licence")
+  for r in rows:
+    print(f"{r['name']:<20} {r['family']:<8} {r['parameters'] / 1e6:>6.0f}M  {'yes' if r['installed'] else 'no':<9}"
+          f"  {r['licence']}  ({r['description']})")
+  for r in rows:
+    if not r["installed"]:
+      print(f"install {r['name']}: {r['install']}")
+  return 0
+
+
+# --------------------------------------------------------------------------- #
 # compare
 # --------------------------------------------------------------------------- #
 
@@ -266,6 +294,8 @@ def _run_export(args) -> int:
 
 
 def _add_eval(sub) -> None:
+  from evals import tasks
+
   p = sub.add_parser("eval", help="perplexity, HumanEval and other tasks of a dense or pruned model")
   p.add_argument("--model", default=DEFAULT_MODEL, help="HF folder, .gguf file or built-in name (default: %(default)s)")
   p.add_argument("--masks", default=None, help="run directory written by `jaxprune prune` (default: dense model)")
@@ -289,6 +319,9 @@ def _add_eval(sub) -> None:
   p.add_argument("--gen-batch-size", type=int, default=16, help="rows per compiled generation call")
   p.add_argument("--chat", action="store_true", help="wrap generation prompts in the chat template")
   p.add_argument("--seed", type=int, default=0, help="seed of sampling")
+  p.add_argument("--samples", action=argparse.BooleanOptionalAction, default=tasks.EvalConfig.samples,
+                 help="keep in the JSON every code completion with its status and output tail, gsm8k's completions"
+                      " and METEOR's translations (--no-samples: metrics and counts only)")
   p.add_argument("--dtype", default=None, help="parameter dtype (float32, bfloat16); default: the checkpoint's")
   p.set_defaults(func=_run_eval)
 
@@ -308,11 +341,14 @@ def _run_eval(args) -> int:
       batch_size=args.batch_size, limit=args.limit, data=tuple(pairs), greedy=args.greedy,
       num_samples=args.num_samples, temperature=args.temperature, top_p=args.top_p,
       max_new_tokens=args.max_new_tokens, gen_batch_size=args.gen_batch_size, chat=args.chat, seed=args.seed,
+      samples=args.samples,
   )
   report = tasks.evaluate(config, progress=_bars)
   print(tasks.table(report))
   if args.out:
     print(f"wrote {args.out}")
+  for line in tasks.failure_lines(report):
+    print(line)
   return 0
 
 
@@ -329,7 +365,7 @@ def _bars(description: str, total: int):
   return update
 
 
-COMMANDS = [_add_info, _add_prune, _add_export, _add_compare, _add_corpora, _add_eval]
+COMMANDS = [_add_info, _add_models, _add_prune, _add_export, _add_compare, _add_corpora, _add_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:
