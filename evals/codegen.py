@@ -29,6 +29,9 @@ from jaxprune.errors import JaxpruneError
 
 log = logging.getLogger(__name__)
 
+OUTPUT_CHARS = 1000
+"""Characters kept from the end of a kept sample's program output."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
@@ -130,7 +133,23 @@ def score(
 ) -> dict[str, Any]:
   """Run every completion's program and report pass@k; completions[i] belong to problems[i].
 
-  Completions are truncated at the language's stop sequences first.
+  Completions are truncated at the language's stop sequences first. The
+  report holds ``language``, ``num_problems``, ``metrics`` (pass@k),
+  ``sandbox``, ``timings`` and ``per_problem``, keyed by task id in problem
+  order::
+
+    "HumanEval/2": {"num_samples": 2, "correct": 1, "statuses": {"passed": 1, "compile_error": 1},
+                    "samples": [{"completion": "...", "status": "passed", "output": ""},
+                                {"completion": "...", "status": "compile_error",
+                                 "output": "Problem.java:12: error: illegal start of expression ..."}]}
+
+  ``samples`` (one per completion, in order) is there only with
+  ``keep_samples``. A status is one of `sandbox.STATUSES`: ``passed``,
+  ``failed`` (the tests or the program failed; a Python or JavaScript syntax
+  error too), ``compile_error`` (javac or g++ refused the program),
+  ``timeout`` or ``error`` (the sandbox could not run it). ``output`` is the
+  last `OUTPUT_CHARS` characters of the program's stdout, then its stderr,
+  as `output_tail` cuts them.
   """
   if len(completions) != len(problems):
     raise ValueError(f"{len(completions)} completion lists for {len(problems)} problems")
@@ -139,36 +158,42 @@ def score(
       (i, truncate(c, problems[i].stop or language.stop)) for i, samples in enumerate(completions) for c in samples
   ]
   start = time.monotonic()
-  results = sandbox.run_many(
-      (language.program(problems[i], c) for i, c in jobs), config, on_result=on_result
-  )
+  programs = [language.program(problems[i], c) for i, c in jobs]
+  results = sandbox.run_many(programs, config, on_result=on_result)
   elapsed = time.monotonic() - start
-  per_problem = {p.task_id: {"samples": 0, "correct": 0, "statuses": collections.Counter()} for p in problems}
-  samples = []
-  for (i, completion), result in zip(jobs, results):
+  per_problem = {
+      p.task_id: {"num_samples": 0, "correct": 0, "statuses": collections.Counter(),
+                  **({"samples": []} if keep_samples else {})}
+      for p in problems
+  }
+  for (i, completion), program, result in zip(jobs, programs, results):
     entry = per_problem[problems[i].task_id]
-    entry["samples"] += 1
+    entry["num_samples"] += 1
     entry["correct"] += result.passed
     entry["statuses"][result.status] += 1
     if keep_samples:
-      samples.append({
-          "task_id": problems[i].task_id, "completion": completion, "status": result.status,
-          "stderr": result.stderr[-500:],
-      })
+      entry["samples"].append(
+          {"completion": completion, "status": result.status, "output": output_tail(program, result)})
   for entry in per_problem.values():
     entry["statuses"] = dict(entry["statuses"])
   counts = list(per_problem.values())
-  report = {
+  return {
       "language": language.name,
       "num_problems": len(problems),
-      "metrics": pass_at_k([e["samples"] for e in counts], [e["correct"] for e in counts], ks),
+      "metrics": pass_at_k([e["num_samples"] for e in counts], [e["correct"] for e in counts], ks),
       "per_problem": per_problem,
       "sandbox": _sandbox_summary(config, results),
       "timings": {"execute_s": elapsed, "programs": len(results)},
   }
-  if keep_samples:
-    report["samples"] = samples
-  return report
+
+
+def output_tail(program: sandbox.Program, result: sandbox.SandboxResult, chars: int = OUTPUT_CHARS) -> str:
+  """The last ``chars`` characters of a run's stdout then stderr, without the success marker's line."""
+  stdout = result.stdout
+  if program.success_marker:
+    stdout = stdout.replace(program.success_marker + "\n", "")
+  between = "\n" if stdout and result.stderr and not stdout.endswith("\n") else ""
+  return (stdout + between + result.stderr)[-chars:]
 
 
 def _sandbox_summary(config: sandbox.SandboxConfig, results: Sequence[sandbox.SandboxResult]) -> dict[str, Any]:

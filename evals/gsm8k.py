@@ -78,8 +78,11 @@ def gold(answer: str) -> str:
 
 
 def evaluate(generate: Callable[..., list[list[str]]], rows: Sequence[Mapping[str, Any]], *,
-             max_new_tokens: int = 256) -> dict[str, Any]:
-  """Exact match of ``generate``'s greedy completions (a `codegen.Generate`) on GSM8K rows."""
+             max_new_tokens: int = 256, keep_samples: bool = True) -> dict[str, Any]:
+  """Exact match of ``generate``'s greedy completions (a `codegen.Generate`) on GSM8K rows.
+
+  With ``keep_samples``, ``samples`` holds each row's target, extracted answers and completion.
+  """
   start = time.perf_counter()
   completions = generate([prompt(r["question"]) for r in rows], num_samples=1, temperature=0.0, top_p=1.0,
                          max_new_tokens=max_new_tokens, stop=list(STOP))
@@ -91,8 +94,9 @@ def evaluate(generate: Callable[..., list[list[str]]], rows: Sequence[Mapping[st
     flexible_hits.append(flexible == target)
     samples.append({"target": target, "strict": strict, "flexible": flexible, "completion": completion})
   n = len(rows)
-  return {"metrics": {"exact_match": sum(strict_hits) / n, "exact_match_flexible": sum(flexible_hits) / n},
-          "num_examples": n, "shots": len(EXEMPLARS), "samples": samples, "seconds": time.perf_counter() - start}
+  report = {"metrics": {"exact_match": sum(strict_hits) / n, "exact_match_flexible": sum(flexible_hits) / n},
+            "num_examples": n, "shots": len(EXEMPLARS), "seconds": time.perf_counter() - start}
+  return {**report, "samples": samples} if keep_samples else report
 
 
 def preflight(name: str, config) -> None:
@@ -108,4 +112,4 @@ def run_task(loaded, name: str, config, progress) -> dict[str, Any]:
   rows = data.load_rows(name, config.data_path(name), LAYOUT, ("test",), ("question", "answer"),
                         local=("gsm8k",))[:config.limit]
   sampler = generate.make_generate(loaded, generation_config(config), on_batch=progress(name, len(rows)))
-  return evaluate(sampler, rows, max_new_tokens=min(config.max_new_tokens, 256))
+  return evaluate(sampler, rows, max_new_tokens=min(config.max_new_tokens, 256), keep_samples=config.samples)

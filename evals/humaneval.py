@@ -87,7 +87,8 @@ class HumanEvalConfig:
     task_ids: evaluate only these problems.
     limit: evaluate only the first ``limit`` problems (quick looks).
     sandbox: limits of each run (default: the language's).
-    keep_samples: put every completion and its status into the report.
+    keep_samples: keep every completion, its status and its output's tail in
+      ``per_problem`` (layout: `codegen.score`).
   """
 
   sampling: SamplingConfig = SamplingConfig()
@@ -120,8 +121,9 @@ def evaluate(
   """pass@k of ``generate`` on ``task``; a JSON-ready dict.
 
   The dict holds ``metrics`` (pass@k), ``per_problem`` pass counts and
-  statuses, ``excluded`` problems (untranslatable ones), the ``config``, the
-  sandbox's isolation and ``timings``. ``on_result`` sees each finished run.
+  statuses (and the samples with ``keep_samples``; layout: `codegen.score`),
+  ``excluded`` problems (untranslatable ones), the ``config``, the sandbox's
+  isolation and ``timings``. ``on_result`` sees each finished run.
   """
   lang = language(task)
   problems, excluded = lang.problems(config.problems_path)

@@ -163,8 +163,12 @@ def prompt(source: str, src: str, tgt: str) -> str:
 
 
 def evaluate(generate: Callable[..., list[list[str]]], pairs: Sequence[tuple[str, str]], direction: tuple[str, str],
-             wn, *, temperature: float = 0.8, top_p: float = 0.95, max_new_tokens: int = 128) -> dict[str, Any]:
-  """Best-of-5 METEOR of ``generate``'s sampled translations (a `codegen.Generate`)."""
+             wn, *, temperature: float = 0.8, top_p: float = 0.95, max_new_tokens: int = 128,
+             keep_samples: bool = True) -> dict[str, Any]:
+  """Best-of-5 METEOR of ``generate``'s sampled translations (a `codegen.Generate`).
+
+  With ``keep_samples``, ``samples`` holds each source, its reference and the best translation.
+  """
   src, tgt = direction
   start = time.perf_counter()
   sources = [dict(en=e, fr=f)[src] for e, f in pairs]
@@ -173,13 +177,15 @@ def evaluate(generate: Callable[..., list[list[str]]], pairs: Sequence[tuple[str
                      top_p=top_p, max_new_tokens=max_new_tokens, stop=["\n"])
   scores = np.array([[meteor(ref, hyp.strip(), wn) for hyp in hyps] for ref, hyps in zip(references, outputs)])
   best = scores.argmax(axis=1)
-  return {
+  report = {
       "metrics": {"meteor": float(scores.max(axis=1).mean()), "meteor_mean_sample": float(scores.mean())},
       "num_examples": len(pairs), "best_of": BEST_OF, "direction": f"{src}-{tgt}",
-      "samples": [{"source": s, "reference": r, "best": o[b].strip(), "meteor": float(sc[b])}
-                  for s, r, o, b, sc in zip(sources, references, outputs, best, scores)],
       "seconds": time.perf_counter() - start,
   }
+  if keep_samples:
+    report["samples"] = [{"source": s, "reference": r, "best": o[b].strip(), "meteor": float(sc[b])}
+                         for s, r, o, b, sc in zip(sources, references, outputs, best, scores)]
+  return report
 
 
 def preflight(name: str, config) -> None:
@@ -206,5 +212,5 @@ def run_task(loaded, name: str, config, progress) -> dict[str, Any]:
     pairs, origin = pairs_from_rows(data.load_rows(name, str(path), LAYOUT, ("test", "validation")))[:limit], str(path)
   sampler = generate.make_generate(loaded, generation_config(config), on_batch=progress(name, len(pairs) * BEST_OF))
   report = evaluate(sampler, pairs, TASKS[name], wn, temperature=config.temperature, top_p=config.top_p,
-                    max_new_tokens=min(config.max_new_tokens, 128))
+                    max_new_tokens=min(config.max_new_tokens, 128), keep_samples=config.samples)
   return {**report, "data": origin}

@@ -4,7 +4,8 @@ Each HumanEval problem's signature, docstring and literal test assertions
 are translated (`evals.translate` reads the Python; the classes here write the
 target language) into a prompt in MultiPL-E's layout and a test harness; the
 program is compiled and run in `evals.sandbox`, where compile errors and
-timeouts count as failures. Problems without a faithful translation are
+timeouts count as failures (their statuses are ``compile_error`` and
+``timeout``). Problems without a faithful translation are
 listed with the reason. MultiPL-E's own JSONL files load with
 ``problems(path)`` when a user has them.
 

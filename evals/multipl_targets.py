@@ -235,7 +235,8 @@ class Java(Target):
                        f"        Problem.main(args);\n        System.out.println({_c_string(marker)});\n    }}\n}}\n",
     }
     javac = ("javac", "-encoding", "UTF-8", *(f"-J{o}" for o in _JVM), *files)
-    return sandbox.Program(files, (javac, ("java", "-ea", *_JVM, "Runner")), success_marker=marker)
+    return sandbox.Program(files, (javac, ("java", "-ea", *_JVM, "Runner")), success_marker=marker,
+                           compile_commands=1)
 
 
 # --------------------------------------------------------------------------- #
@@ -320,7 +321,8 @@ class Cpp(Target):
     extra = ("-I", pch, "-include", "bits/stdc++.h") if pch else ()
     compile_ = ("g++", *stdcpp_pch.FLAGS, *extra, "-o", "main", "main.cpp")
     files = {"main.cpp": f"{problem.prompt}{completion}\n{tests}"}
-    return sandbox.Program(files, (compile_, ("./main",)), expose=(pch,) if pch else (), success_marker=marker)
+    return sandbox.Program(files, (compile_, ("./main",)), expose=(pch,) if pch else (), success_marker=marker,
+                           compile_commands=1)
 
 
 # --------------------------------------------------------------------------- #

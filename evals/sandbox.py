@@ -48,7 +48,7 @@ _HERE = Path(__file__).resolve().parent
 _INIT = _HERE / "_sandbox_init.py"
 GUARD_SOURCE = (_HERE / "_sandbox_guard.py").read_text()
 ISOLATION_MODES = ("auto", "namespaces", "none")
-STATUSES = ("passed", "failed", "timeout", "error")
+STATUSES = ("passed", "failed", "compile_error", "timeout", "error")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,8 +100,9 @@ class SandboxConfig:
 class Program:
   """Files to write into the working directory and commands to run in order.
 
-  The run stops at the first command that fails (a compiler's error, say).
-  ``guarded`` marks a Python program run under the audit hook. ``expose``
+  The run stops at the first command that fails (a compiler's error, say);
+  the first ``compile_commands`` commands build the program, and their
+  failure is a ``compile_error``. ``guarded`` marks a Python program run under the audit hook. ``expose``
   names host paths the program reads (a precompiled header) that may lie
   under a directory its uid cannot enter; they are bound in read-only. With
   ``success_marker`` the run passes only if stdout ends with that line, so a
@@ -114,6 +115,7 @@ class Program:
   guarded: bool = False
   expose: tuple[str, ...] = ()
   success_marker: str | None = None
+  compile_commands: int = 0
 
 
 def success_marker() -> str:
@@ -127,7 +129,8 @@ class SandboxResult:
 
   Attributes:
     status: ``passed`` (every command exited 0), ``failed`` (one did not, or
-      was killed by a limit other than time), ``timeout`` (wall clock or CPU
+      was killed by a limit other than time), ``compile_error`` (the failed
+      command is one of the program's `Program.compile_commands`), ``timeout`` (wall clock or CPU
       time ran out) or ``error`` (the sandbox itself could not run it).
     returncode: exit code of the last command run; negative for a signal;
       None when none finished.
@@ -325,6 +328,8 @@ def _run_once(program: Program, config: SandboxConfig, namespaced: bool) -> Sand
     raw = report_file.read()
     report = json.loads(raw) if raw else {}
     status, code, failed = _classify(report, timed_out, init_code)
+    if status == "failed" and failed is not None and failed < program.compile_commands:
+      status = "compile_error"
     stdout, stderr = _tail(out, config.output_chars), _tail(err, config.output_chars)
     if status == "error":
       stderr = f"{report['error']}\n{stderr}"

@@ -47,6 +47,9 @@ class EvalConfig:
     gen_batch_size: rows per compiled generation call.
     chat: wrap generation prompts in the chat template (instruct models).
     seed: seed of sampling.
+    samples: keep what generation tasks wrote in the report: every code
+      completion with its status and output tail (layout: `codegen.score`),
+      the completions of gsm8k and the translations of METEOR.
   """
 
   model: str
@@ -67,6 +70,7 @@ class EvalConfig:
   gen_batch_size: int = 16
   chat: bool = False
   seed: int = 0
+  samples: bool = True
 
   def data_path(self, task: str) -> str | None:
     return dict(self.data).get(task)
@@ -141,7 +145,7 @@ def _humaneval(loaded, name: str, config: EvalConfig, progress: Progress) -> dic
                               top_p=config.top_p, max_new_tokens=config.max_new_tokens,
                               ks=tuple(k for k in (1, 10, 100) if k <= config.num_samples))
   he_config = humaneval.HumanEvalConfig(sampling=sampling, problems_path=config.data_path(name),
-                                        limit=config.limit)
+                                        limit=config.limit, keep_samples=config.samples)
   count = len(humaneval.select(humaneval.language(name).problems(he_config.problems_path)[0], he_config))
   rows = progress(f"{name} generate", count * sampling.num_samples)
   runs = progress(f"{name} execute", count * sampling.num_samples)
@@ -274,3 +278,45 @@ def table(report: Mapping[str, Any]) -> str:
     for metric, value in result.get("metrics", {}).items():
       lines.append(f"{name:<24} {metric:<22} {value:>10.4f} {result.get('seconds', 0):>9.1f}")
   return "\n".join(lines)
+
+
+_FAILURES = ("failed", "compile_error", "timeout", "error")
+_SHOWN_IDS = 5
+
+
+def failure_lines(report: Mapping[str, Any]) -> list[str]:
+  """Where the failures of each code task are, then where its completions are kept.
+
+  One line per task with ``per_problem`` results, e.g. ``humaneval: 23/32
+  passed; failed 6 (HumanEval/3, HumanEval/10, …), timeout 1 (HumanEval/39)``.
+  Counts are of samples; the ids (the first five, in problem order) are the
+  problems with a sample of that status. No code task, no lines.
+  """
+  lines = []
+  for name, result in report["tasks"].items():
+    per_problem = result.get("per_problem")
+    if per_problem is None:
+      continue
+    total = sum(e["num_samples"] for e in per_problem.values())
+    passed = sum(e["correct"] for e in per_problem.values())
+    found = {s for e in per_problem.values() for s in e["statuses"]} - {"passed"}
+    parts = []
+    for status in [*_FAILURES, *sorted(found - set(_FAILURES))]:
+      ids = [t for t, e in per_problem.items() if e["statuses"].get(status)]
+      if ids:
+        count = sum(per_problem[t]["statuses"][status] for t in ids)
+        shown = ", ".join(ids[:_SHOWN_IDS]) + (", …" if len(ids) > _SHOWN_IDS else "")
+        parts.append(f"{status.replace('_', ' ')} {count} ({shown})")
+    what = "passed" if total == len(per_problem) else "samples passed"
+    lines.append(f"{name}: {passed}/{total} {what}" + (f"; {', '.join(parts)}" if parts else ""))
+  if not lines:
+    return lines
+  config = report.get("config", {})
+  out = config.get("out")
+  if not config.get("samples", True):
+    lines.append("completions not kept (--no-samples)")
+  elif out is None:
+    lines.append("completions not written: pass --out FILE.json to keep them")
+  else:
+    lines.append(f"completions, statuses and output tails: {out}, at tasks.<task>.per_problem.<task id>.samples")
+  return lines

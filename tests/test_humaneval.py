@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from evals import codegen, humaneval, sandbox
+from evals import codegen, humaneval, sandbox, tasks
 from evals.codegen import SamplingConfig
 from evals.humaneval import HumanEvalConfig
 from jaxprune.errors import JaxpruneError
@@ -128,7 +128,53 @@ def test_evaluate_greedy():
   ))
   assert calls[0]["n"] == 1 and calls[0]["t"] == 0.0
   assert report["metrics"] == {"pass@1": 1.0}
-  assert "def junk" not in report["samples"][0]["completion"]
+  assert "def junk" not in report["per_problem"]["HumanEval/0"]["samples"][0]["completion"]
+
+
+STORED = {  # task id: (completion, its status)
+    "HumanEval/0": (PROBLEMS[0].canonical_solution + "\ndef junk(:\n", "passed"),
+    "HumanEval/1": ("    print('looking', file=__import__('sys').stderr)\n    return []\n", "failed"),
+    "HumanEval/2": ("    while True:\n        pass\n", "timeout"),
+    "HumanEval/3": ("    return )(\n", "failed"),
+}
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["samples", "no-samples"])
+def test_samples_keep_completion_status_and_output(keep):
+  by_id = {p.task_id: p for p in PROBLEMS}
+  generate = codegen.from_completions({by_id[t].prompt: [c] for t, (c, _) in STORED.items()})
+  config = HumanEvalConfig(sampling=SamplingConfig.greedy(), task_ids=tuple(STORED), keep_samples=keep,
+                           sandbox=sandbox.SandboxConfig(timeout_s=3))
+  report = humaneval.evaluate(generate, "humaneval", config)
+  per_problem = report["per_problem"]
+  assert {t: e["statuses"] for t, e in per_problem.items()} == {t: {s: 1} for t, (_, s) in STORED.items()}
+  assert [e["num_samples"] for e in per_problem.values()] == [1, 1, 1, 1]
+  json.dumps(report)
+  if not keep:
+    assert all(set(e) == {"num_samples", "correct", "statuses"} for e in per_problem.values())
+    return
+  samples = {t: e["samples"] for t, e in per_problem.items()}
+  assert all(len(s) == 1 for s in samples.values())
+  passed, failed, timeout, syntax = (s[0] for s in samples.values())
+  assert passed == {"completion": PROBLEMS[0].canonical_solution, "status": "passed", "output": ""}
+  assert failed["completion"] == STORED["HumanEval/1"][0]
+  assert failed["output"].startswith("looking\n") and failed["output"].rstrip().endswith("AssertionError")
+  assert timeout["status"] == "timeout" and timeout["completion"] == STORED["HumanEval/2"][0]
+  assert "SyntaxError" in syntax["output"]
+  lines = tasks.failure_lines({"tasks": {"humaneval": report}, "config": {"samples": True, "out": "he.json"}})
+  assert lines == [
+      "humaneval: 1/4 passed; failed 2 (HumanEval/1, HumanEval/3), timeout 1 (HumanEval/2)",
+      "completions, statuses and output tails: he.json, at tasks.<task>.per_problem.<task id>.samples",
+  ]
+
+
+def test_output_tail_is_bounded_and_drops_the_success_marker():
+  program = sandbox.Program({}, (), success_marker="MARK")
+  result = sandbox.SandboxResult("passed", 0, "x" * 3000 + "\nMARK\n", "warn", 1.0, (), "none")
+  assert codegen.output_tail(program, result) == ("x" * 3000 + "\nwarn")[-codegen.OUTPUT_CHARS:]
+  assert codegen.output_tail(program, result, chars=9) == "xxxx\nwarn"
+  no_newline = sandbox.SandboxResult("failed", 1, "out", "err", 1.0, (), "none")
+  assert codegen.output_tail(program, no_newline) == "out\nerr"
 
 
 def test_generator_returning_wrong_shape():

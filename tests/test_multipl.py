@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from evals import codegen, humaneval, multipl, sandbox
+from evals import codegen, humaneval, multipl, sandbox, tasks
 from evals import translate as tr
 from evals.translate import BOOL, FLOAT, INT, NONE, STR, UNKNOWN, Type, Untranslatable, list_of, optional
 from jaxprune.errors import JaxpruneError
@@ -291,12 +291,28 @@ def test_correct_passes_wrong_fails(name):
   completions.append(list(BROKEN[name]))
   config = dataclasses_replace(target.sandbox, timeout_s=20, cpu_s=4)
   report = codegen.score(problems, completions, target, sandbox_config=config, keep_samples=True)
-  statuses = {}
-  for sample in report["samples"]:
-    statuses.setdefault(sample["task_id"], []).append(sample["status"])
+  per_problem = report["per_problem"]  # the second HumanEval/2 adds its samples to the first's
+  statuses = {t: [s["status"] for s in e["samples"]] for t, e in per_problem.items()}
   expected = {t: ["passed", "failed"] for t in SOLUTIONS[name]}
-  expected["HumanEval/2"] = ["passed", "failed", "failed", "timeout", "failed"]
-  assert statuses == expected, [s for s in report["samples"] if s["status"] != "passed"][:2]
+  syntax = "failed" if name == "js" else "compile_error"  # node reads the source only when it runs it
+  expected["HumanEval/2"] = ["passed", "failed", syntax, "timeout", "failed"]
+  assert statuses == expected, [s for e in per_problem.values() for s in e["samples"] if s["status"] != "passed"][:2]
+  assert {t: e["statuses"] for t, e in per_problem.items()} == {
+      t: {s: v.count(s) for s in v} for t, v in expected.items()}
+  samples = per_problem["HumanEval/2"]["samples"]
+  assert [s["completion"] for s in samples] == [*SOLUTIONS[name]["HumanEval/2"], *BROKEN[name]]
+  passed, wrong, broken, _, early_exit = (s["output"] for s in samples)
+  assert "jaxprune-tests-passed" not in passed  # the success marker's line is left out
+  assert {"java": "AssertionError", "cpp": "Assertion `", "js": "AssertionError"}[name] in wrong
+  assert {"java": "error: illegal start of expression", "cpp": "error: expected primary-expression",
+          "js": "SyntaxError"}[name] in broken
+  assert "without printing its success marker" in early_exit
+  assert all(len(s["output"]) <= codegen.OUTPUT_CHARS for e in per_problem.values() for s in e["samples"])
+  wrong_ids = ", ".join(list(SOLUTIONS[name])[:5]) + ", …"
+  tail = "failed 8" if name == "js" else "failed 7"
+  tail += f" ({wrong_ids})" + ("" if name == "js" else ", compile error 1 (HumanEval/2)") + ", timeout 1 (HumanEval/2)"
+  report = {"tasks": {f"humaneval-{name}": report}, "config": {"samples": True, "out": "r.json"}}
+  assert tasks.failure_lines(report)[0] == f"humaneval-{name}: 6/15 samples passed; {tail}"
 
 
 def dataclasses_replace(config: sandbox.SandboxConfig, **changes) -> sandbox.SandboxConfig:
@@ -382,7 +398,8 @@ def test_every_translation_runs(name):
   completions = [[lookup_solution(target, PY[p.task_id])] for p in problems]
   config = dataclasses_replace(target.sandbox, timeout_s=60)
   report = codegen.score(problems, completions, target, sandbox_config=config, keep_samples=True)
-  failing = [(s["task_id"], s["stderr"][-300:]) for s in report["samples"] if s["status"] != "passed"]
+  failing = [(t, s["output"][-300:]) for t, e in report["per_problem"].items() for s in e["samples"]
+             if s["status"] != "passed"]
   assert failing == []
 
 

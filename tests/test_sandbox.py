@@ -68,6 +68,14 @@ def test_commands_stop_at_first_failure():
   assert result.stdout == "one\ntwo\n"
 
 
+@pytest.mark.parametrize("failing, status", [(0, "compile_error"), (1, "failed")], ids=["build", "run"])
+def test_a_failing_compile_command_is_a_compile_error(failing, status):
+  scripts = {f"{i}.sh": "exit 3" if i == failing else "true" for i in range(2)}
+  program = Program(files=scripts, commands=(("sh", "0.sh"), ("sh", "1.sh")), compile_commands=1)
+  result = sandbox.run(program)
+  assert (result.status, result.failed_command) == (status, failing) and status in sandbox.STATUSES
+
+
 def test_files_bytes_and_subdirs():
   program = python_program(
       "print(open('data/blob.bin', 'rb').read().hex(), open('data/t.txt').read())",

@@ -61,6 +61,9 @@ def test_exact_match_on_a_fixture():
   assert report["metrics"] == {"exact_match": pytest.approx(1 / 3), "exact_match_flexible": pytest.approx(2 / 3)}
   assert seen == {"num_samples": 1, "temperature": 0.0, "stop": list(gsm8k.STOP)}
   assert [s["target"] for s in report["samples"]] == ["7", "400", "30"]
+  assert [s["completion"] for s in report["samples"]] == [" 3 + 4 = 7\n#### 7", " 1200 / 3 = 400 so 400", " #### 31"]
+  without = gsm8k.evaluate(generate, ROWS, keep_samples=False)
+  assert "samples" not in without and without["metrics"] == report["metrics"]
 
 
 def test_task_runs_end_to_end_on_a_tiny_model(tiny_long, tmp_path):
@@ -69,9 +72,10 @@ def test_task_runs_end_to_end_on_a_tiny_model(tiny_long, tmp_path):
   data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
   out = tmp_path / "r.json"
   assert cli.main(["eval", "--model", str(folder), "--tasks", "gsm8k", "--data", f"gsm8k={data}", "--limit", "2",
-                   "--max-new-tokens", "8", "--gen-batch-size", "2", "--out", str(out)]) == 0
+                   "--max-new-tokens", "8", "--gen-batch-size", "2", "--out", str(out), "--no-samples"]) == 0
   result = json.loads(out.read_text())["tasks"]["gsm8k"]
   assert result["num_examples"] == 2 and result["metrics"]["exact_match"] == 0.0
+  assert "samples" not in result
 
 
 def test_missing_data_names_the_format(tmp_path, monkeypatch, capsys):

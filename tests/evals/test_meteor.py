@@ -64,6 +64,9 @@ def test_best_of_five_takes_the_best_sample(wn):
   assert seen["prompts"][0].endswith("English: The cat sleeps.\nFrench:")
   assert report["samples"][0]["best"] == "Le chat dort." and report["samples"][0]["meteor"] > 0.99
   assert report["metrics"]["meteor"] > report["metrics"]["meteor_mean_sample"]
+  assert [s["source"] for s in report["samples"]] == ["The cat sleeps.", "Open the door."]
+  without = meteor.evaluate(generate, pairs, ("en", "fr"), wn, keep_samples=False)
+  assert "samples" not in without and without["metrics"] == report["metrics"]
 
 
 def test_pairs_from_wmt_and_flat_rows():
@@ -90,6 +93,7 @@ def test_task_runs_end_to_end_on_a_tiny_model(tiny_long, tmp_path, monkeypatch):
                    "--max-new-tokens", "4", "--gen-batch-size", "5", "--out", str(out)]) == 0
   result = json.loads(out.read_text())["tasks"]["meteor-fr-en"]
   assert result["num_examples"] == 1 and result["best_of"] == 5 and 0 <= result["metrics"]["meteor"] <= 1
+  assert [s["source"] for s in result["samples"]] == ["Bonjour."]  # kept by default
 
 
 def test_wordnet_folder_with_subfolders_is_copied_without_them(tmp_path):

@@ -63,14 +63,28 @@ def test_masks_of_a_run_are_applied(setup, tmp_path):
   assert report["masks"]["sparsity"] == pytest.approx(0.5, abs=0.01)
 
 
-def test_humaneval_runs_end_to_end_on_a_tiny_model(setup, tmp_path):
+@pytest.mark.parametrize("flags", [[], ["--no-samples"]], ids=["samples", "no-samples"])
+def test_humaneval_runs_end_to_end_on_a_tiny_model(setup, tmp_path, capsys, flags):
   _, folder, _ = setup
   out = tmp_path / "he.json"
   assert run_cli("--model", str(folder), "--tasks", "humaneval", "--limit", "2", "--greedy",
-                 "--max-new-tokens", "8", "--gen-batch-size", "2", "--out", str(out)) == 0
-  result = json.loads(out.read_text())["tasks"]["humaneval"]
+                 "--max-new-tokens", "8", "--gen-batch-size", "2", "--out", str(out), *flags) == 0
+  report = json.loads(out.read_text())
+  result = report["tasks"]["humaneval"]
   assert result["metrics"] == {"pass@1": 0.0}  # random weights write no working code
   assert list(result["per_problem"]) == ["HumanEval/0", "HumanEval/1"]
+  assert report["config"]["samples"] == (not flags)
+  *_, summary, where = capsys.readouterr().out.splitlines()
+  assert summary.startswith("humaneval: 0/2 passed; ") and "HumanEval/0" in summary and "HumanEval/1" in summary
+  if flags:
+    assert where == "completions not kept (--no-samples)"
+    assert all("samples" not in e for e in result["per_problem"].values())
+    return
+  assert where == f"completions, statuses and output tails: {out}, at tasks.<task>.per_problem.<task id>.samples"
+  for entry in result["per_problem"].values():
+    (sample,) = entry["samples"]
+    assert set(sample) == {"completion", "status", "output"} and sample["status"] != "passed"
+    assert isinstance(sample["completion"], str) and 0 < len(sample["output"]) <= 1000
 
 
 def one_line_error(capsys) -> str:
@@ -125,6 +139,33 @@ def test_table_lists_every_metric():
                       "humaneval": {"metrics": {"pass@1": 0.1, "pass@10": 0.2}, "seconds": 9.0}}}
   lines = tasks.table(report).splitlines()
   assert len(lines) == 4 and "16.5000" in lines[1] and "pass@10" in lines[3]
+
+
+def failures(statuses: dict[str, list[str]], **config) -> dict:
+  """A report of one code task whose problems' samples had ``statuses``."""
+  per_problem = {t: {"num_samples": len(v), "correct": v.count("passed"), "statuses": {s: v.count(s) for s in v}}
+                 for t, v in statuses.items()}
+  return {"tasks": {"ppl:python": {"metrics": {"ppl": 3.0}}, "humaneval-cpp": {"per_problem": per_problem}},
+          "config": {"samples": True, "out": None, **config}}
+
+
+def test_failure_lines_name_the_problems_of_each_status():
+  statuses = {f"HumanEval/{i}": ["failed"] for i in range(7)}
+  statuses |= {"HumanEval/7": ["passed"], "HumanEval/8": ["compile_error"], "HumanEval/9": ["timeout"],
+               "HumanEval/10": ["error"], "HumanEval/11": ["passed"]}
+  assert tasks.failure_lines(failures(statuses, out="r.json")) == [
+      "humaneval-cpp: 2/12 passed; failed 7 (HumanEval/0, HumanEval/1, HumanEval/2, HumanEval/3, HumanEval/4, …),"
+      " compile error 1 (HumanEval/8), timeout 1 (HumanEval/9), error 1 (HumanEval/10)",
+      "completions, statuses and output tails: r.json, at tasks.<task>.per_problem.<task id>.samples",
+  ]
+  sampled = {"A/0": ["passed", "timeout", "passed"], "A/1": ["passed", "passed", "passed"]}
+  assert tasks.failure_lines(failures(sampled)) == [
+      "humaneval-cpp: 5/6 samples passed; timeout 1 (A/0)",
+      "completions not written: pass --out FILE.json to keep them",
+  ]
+  assert tasks.failure_lines(failures({"A/0": ["passed"]}, samples=False)) == [
+      "humaneval-cpp: 1/1 passed", "completions not kept (--no-samples)"]
+  assert tasks.failure_lines({"tasks": {"ppl:python": {"metrics": {"ppl": 3.0}}}, "config": {}}) == []
 
 
 @pytest.mark.parametrize("task", ["hellaswag", "gsm8k"], ids=["hellaswag", "gsm8k"])
