@@ -204,3 +204,24 @@ def test_smollm2_greedy_equals_transformers_generate():
     y = ref.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False)[0, len(prompt):].tolist()
     expected = next((y[:k] for k, t in enumerate(y) if t in eos), y)
     assert samples[0] == expected
+
+
+def test_shrinking_batches_gives_the_same_tokens(tiny, monkeypatch):
+  """Rows that finish at different chunks: the live rows move to smaller batches, tokens unchanged."""
+  _, loaded = tiny
+  prompts = [[5 + i, 9, 13 + 2 * i][: 1 + i % 3] for i in range(7)]
+  config = dataclasses.replace(CONFIG, batch_size=8, chunk=2, max_new_tokens=16, temperature=1.0, top_p=0.9)
+  stop_after = {i: 2 * (1 + i) for i in range(len(prompts))}  # prompt i stops once it has 2(i+1) tokens
+
+  def stopped(i, ids):
+    return len(ids) >= stop_after[i]
+
+  fixed = gen.generate_ids(loaded.model, prompts, dataclasses.replace(config, shrink=1), stopped=stopped)
+  taken = []
+  real_take = gen.take_rows
+  monkeypatch.setattr(gen, "take_rows", lambda *a: taken.append(int(a[-1].shape[0])) or real_take(*a))
+  shrunk = gen.generate_ids(loaded.model, prompts, dataclasses.replace(config, shrink=2), stopped=stopped)
+  assert taken == [4, 2, 1]  # 7 rows in a batch of 8: 4 left after 2 chunks... then 2, then 1
+  assert shrunk == fixed
+  assert [len(s[0]) for s in shrunk] == [min(16, stop_after[i]) for i in range(len(prompts))]
+  assert gen.shrink_sizes(64, 4) == [64, 16, 4, 1] and gen.shrink_sizes(8, 1) == [8]
