@@ -22,6 +22,7 @@ import hashlib
 import importlib
 import importlib.util
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -213,20 +214,21 @@ class _staging:
   def __enter__(self) -> Path:
     try:
       self.target.parent.mkdir(parents=True, exist_ok=True)
-      fd, name = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".partial", dir=self.target.parent)
+      self.folder = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", suffix=".partial",
+                                          dir=self.target.parent))
     except OSError as err:
       raise JaxpruneError(
           f"cannot write the model cache {self.target.parent} ({err.strerror}): set JAXPRUNE_CACHE to a"
           " writable folder") from None
-    os.close(fd)
-    self.tmp = Path(name)
-    return self.tmp
+    return self.folder / self.target.name  # not created: some assemblers refuse an existing file
 
   def __exit__(self, kind, err, _tb) -> bool:
-    if kind is None:
-      os.replace(self.tmp, self.target)
-      return False
-    self.tmp.unlink(missing_ok=True)
+    try:
+      if kind is None:
+        os.replace(self.folder / self.target.name, self.target)
+        return False
+    finally:
+      shutil.rmtree(self.folder, ignore_errors=True)
     if isinstance(err, OSError) and not isinstance(err, JaxpruneError):
       raise JaxpruneError(
           f"could not write {self.target} ({err.strerror or err}): free space in {self.target.parent}"

@@ -88,3 +88,25 @@ def test_models_command_lists_every_builtin(capsys, monkeypatch):
   rows = json.loads(capsys.readouterr().out)
   assert [r["name"] for r in rows] == list(builtin.BUILTINS)
   assert all(not r["installed"] for r in rows)
+
+
+def test_assemble_function_gets_a_path_that_does_not_exist_yet(tmp_path, monkeypatch):
+  """Gemma 3's package refuses to assemble onto an existing file."""
+  import types
+
+  def assemble(path):
+    assert not os.path.exists(path)
+    Path(path).write_bytes(b"GGUF")
+
+  monkeypatch.setattr(builtin, "_package_folder", lambda package: tmp_path)
+  monkeypatch.setattr(builtin.importlib, "import_module", lambda name: types.SimpleNamespace(assemble=assemble))
+  monkeypatch.setenv("JAXPRUNE_CACHE", str(tmp_path / "cache"))
+  entry = dataclasses_replace_source(builtin.AssembleFunction("fake"))
+  assert entry.path().read_bytes() == b"GGUF"
+  assert os.listdir(tmp_path / "cache" / "models") == ["fake.gguf"]
+
+
+def dataclasses_replace_source(source):
+  import dataclasses
+
+  return dataclasses.replace(builtin.BUILTINS["gemma3-270m"], file="fake.gguf", source=source)
