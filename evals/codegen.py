@@ -206,6 +206,26 @@ def _sandbox_summary(config: sandbox.SandboxConfig, results: Sequence[sandbox.Sa
   }
 
 
+# Chat prompting of instruct models: the user asks for the function, and the
+# assistant's answer is begun with an opened code block holding the prompt, so
+# the model completes the same code as with the raw prompt and the program is
+# built the same way (prompt + completion); the block's closing fence ends it.
+CHAT_INSTRUCTION = "Complete the following {language} function.\n```{fence}\n{prompt}\n```"
+CHAT_FENCE = "\n```"
+_LANGUAGE_NAMES = {"python": ("Python", "python"), "java": ("Java", "java"), "cpp": ("C++", "cpp"),
+                   "js": ("JavaScript", "javascript")}
+
+
+def chat_prompt(problem: Problem, language: Language):
+  """The `ChatPrompt` of ``problem``: the instruction, and an answer that opens a code block with the prompt."""
+  from evals.generate import ChatPrompt
+
+  name, fence = _LANGUAGE_NAMES.get(language.name, (language.name, language.name))
+  prompt = problem.prompt.rstrip("\n")
+  return ChatPrompt(user=CHAT_INSTRUCTION.format(language=name, fence=fence, prompt=prompt),
+                    answer_prefix=f"```{fence}\n{problem.prompt}")
+
+
 def evaluate(
     problems: Sequence[Problem],
     generate: Generate,
@@ -214,14 +234,23 @@ def evaluate(
     *,
     sandbox_config: sandbox.SandboxConfig | None = None,
     keep_samples: bool = False,
+    chat: bool = False,
     on_result: Callable[[int, sandbox.SandboxResult], None] | None = None,
 ) -> dict[str, Any]:
-  """Sample completions for every problem with ``generate`` and score them."""
+  """Sample completions for every problem with ``generate`` and score them.
+
+  ``chat``: prompt through the chat template (`chat_prompt`); the completion
+  ends at the code block's closing fence as well as at the language's stops.
+  """
   start = time.monotonic()
+  prompts = [chat_prompt(p, language) if chat else p.prompt for p in problems]
+  stop = [*language.stop, *([CHAT_FENCE] if chat else [])]
   completions = generate(
-      [p.prompt for p in problems], num_samples=sampling.num_samples, temperature=sampling.temperature,
-      top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens, stop=list(language.stop),
+      prompts, num_samples=sampling.num_samples, temperature=sampling.temperature,
+      top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens, stop=stop,
   )
+  if chat:
+    completions = [[truncate(c, [CHAT_FENCE]) for c in samples] for samples in completions]
   generate_s = time.monotonic() - start
   if len(completions) != len(problems) or any(len(c) != sampling.num_samples for c in completions):
     raise ValueError(

@@ -318,17 +318,35 @@ def eos_ids_of(loaded) -> list[int]:
   return sorted(int(i) for i in ids if i is not None)
 
 
-def encode_prompts(tokenizer, prompts: Sequence[str], chat: bool = False) -> list[list[int]]:
-  """Token ids of each prompt, inside the chat template when ``chat`` (instruct models)."""
+@dataclasses.dataclass(frozen=True)
+class ChatPrompt:
+  """A prompt inside the chat template: the user's message and the start of the assistant's answer.
+
+  The model continues ``answer_prefix`` (e.g. an opened code block holding a
+  function's signature), so a chat model can complete code as a base model
+  does, whatever `GenerateConfig.chat` says.
+  """
+
+  user: str
+  answer_prefix: str = ""
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str | ChatPrompt], chat: bool = False) -> list[list[int]]:
+  """Token ids of each prompt; a `ChatPrompt`, or any prompt when ``chat``, inside the chat template."""
   if tokenizer is None:
     raise JaxpruneError("the model has no tokenizer: generation from text needs the model's tokenizer files")
-  if not chat:
-    return [list(tokenizer(p)["input_ids"]) for p in prompts]
-  if not getattr(tokenizer, "chat_template", None):
+  chats = [p if isinstance(p, ChatPrompt) else ChatPrompt(p) if chat else None for p in prompts]
+  if any(c is not None for c in chats) and not getattr(tokenizer, "chat_template", None):
     raise JaxpruneError("the tokenizer has no chat template: drop the chat option for a base model")
-  texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                         tokenize=False) for p in prompts]
-  return [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+  ids = []
+  for prompt, c in zip(prompts, chats):
+    if c is None:
+      ids.append(list(tokenizer(prompt)["input_ids"]))
+      continue
+    text = tokenizer.apply_chat_template([{"role": "user", "content": c.user}], add_generation_prompt=True,
+                                         tokenize=False)
+    ids.append(list(tokenizer(text + c.answer_prefix, add_special_tokens=False)["input_ids"]))
+  return ids
 
 
 def completion_text(tokenizer, prompt_ids: Sequence[int], ids: Sequence[int]) -> str:
@@ -343,7 +361,7 @@ def truncate(text: str, stop: Sequence[str]) -> str:
   return text[:min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))]
 
 
-def generate_text(loaded, prompts: Sequence[str], config: GenerateConfig = GenerateConfig(), *,
+def generate_text(loaded, prompts: Sequence[str | ChatPrompt], config: GenerateConfig = GenerateConfig(), *,
                   num_samples: int = 1, on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
   """``num_samples`` completions of each prompt (prompt excluded, cut at EOS and stop strings)."""
   tok = loaded.tokenizer
@@ -359,7 +377,7 @@ def make_generate(loaded, config: GenerateConfig = GenerateConfig(),
                   on_batch: Callable[[int], None] | None = None) -> Callable[..., list[list[str]]]:
   """A sampler with `evals.codegen.Generate`'s signature; ``config`` supplies batch size, seed, chat."""
 
-  def generate(prompts: list[str], *, num_samples: int, temperature: float, top_p: float,
+  def generate(prompts: list[str | ChatPrompt], *, num_samples: int, temperature: float, top_p: float,
                max_new_tokens: int, stop: list[str]) -> list[list[str]]:
     call = dataclasses.replace(config, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                                stop=tuple(stop))

@@ -89,6 +89,7 @@ class HumanEvalConfig:
     sandbox: limits of each run (default: the language's).
     keep_samples: keep every completion, its status and its output's tail in
       ``per_problem`` (layout: `codegen.score`).
+    chat: prompt instruct models through their chat template (`codegen.chat_prompt`).
   """
 
   sampling: SamplingConfig = SamplingConfig()
@@ -97,6 +98,7 @@ class HumanEvalConfig:
   limit: int | None = None
   sandbox: sandbox.SandboxConfig | None = None
   keep_samples: bool = False
+  chat: bool = False
 
 
 def select(problems: Sequence[Problem], config: HumanEvalConfig) -> list[Problem]:
@@ -130,7 +132,7 @@ def evaluate(
   problems = select(problems, config)
   report = codegen.evaluate(
       problems, generate, lang, config.sampling, sandbox_config=config.sandbox,
-      keep_samples=config.keep_samples, on_result=on_result,
+      keep_samples=config.keep_samples, chat=config.chat, on_result=on_result,
   )
   return {"task": task, **report, "excluded": excluded, "config": _config_dict(config)}
 

@@ -145,7 +145,7 @@ def _humaneval(loaded, name: str, config: EvalConfig, progress: Progress) -> dic
                               top_p=config.top_p, max_new_tokens=config.max_new_tokens,
                               ks=tuple(k for k in (1, 10, 100) if k <= config.num_samples))
   he_config = humaneval.HumanEvalConfig(sampling=sampling, problems_path=config.data_path(name),
-                                        limit=config.limit, keep_samples=config.samples)
+                                        limit=config.limit, keep_samples=config.samples, chat=config.chat)
   count = len(humaneval.select(humaneval.language(name).problems(he_config.problems_path)[0], he_config))
   rows = progress(f"{name} generate", count * sampling.num_samples)
   runs = progress(f"{name} execute", count * sampling.num_samples)

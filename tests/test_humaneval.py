@@ -131,6 +131,23 @@ def test_evaluate_greedy():
   assert "def junk" not in report["per_problem"]["HumanEval/0"]["samples"][0]["completion"]
 
 
+def test_chat_prompting_opens_a_code_block_and_stops_at_its_fence():
+  seen = {}
+
+  def generate(prompts, *, num_samples, stop, **_):
+    seen.update(prompts=prompts, stop=stop)
+    return [[PROBLEMS[0].canonical_solution + "```\nThis function checks pairs.\n"] for _ in prompts]
+
+  report = humaneval.evaluate(generate, config=HumanEvalConfig(
+      sampling=SamplingConfig.greedy(), task_ids=("HumanEval/0",), keep_samples=True, chat=True))
+  (prompt,) = seen["prompts"]
+  assert prompt.answer_prefix == "```python\n" + PROBLEMS[0].prompt
+  assert prompt.user.startswith("Complete the following Python function.\n```python\nfrom typing import List")
+  assert codegen.CHAT_FENCE in seen["stop"] and "\ndef " in seen["stop"]
+  assert report["metrics"] == {"pass@1": 1.0}
+  assert "```" not in report["per_problem"]["HumanEval/0"]["samples"][0]["completion"]
+
+
 STORED = {  # task id: (completion, its status)
     "HumanEval/0": (PROBLEMS[0].canonical_solution + "\ndef junk(:\n", "passed"),
     "HumanEval/1": ("    print('looking', file=__import__('sys').stderr)\n    return []\n", "failed"),

@@ -139,6 +139,14 @@ def test_chat_template_wraps_the_prompt(tiny):
   assert chat == loaded.tokenizer.decode(gen.generate_ids(loaded.model, [ids], CONFIG)[0][0])
 
 
+def test_chat_prompt_continues_the_answer_prefix(tiny):
+  _, loaded = tiny
+  prompt = gen.ChatPrompt(user="write f", answer_prefix="```python\ndef f(")
+  ids = gen.encode_prompts(loaded.tokenizer, [prompt, "raw"], chat=False)
+  assert loaded.tokenizer.decode(ids[0]) == "<user>write f\n<assistant>```python\ndef f("
+  assert ids[1] == gen.encode_prompts(loaded.tokenizer, ["raw"])[0]  # plain prompts stay raw
+
+
 def test_make_generate_has_the_humaneval_signature(tiny):
   _, loaded = tiny
   sampler = gen.make_generate(loaded, gen.GenerateConfig(batch_size=4, chunk=4))
