@@ -28,6 +28,7 @@ import dataclasses
 import functools
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -271,11 +272,13 @@ def generate_ids(
     stopped: Callable[[int, list[int]], bool] | None = None,
     max_positions: int | None = None,
     on_batch: Callable[[int], None] | None = None,
+    stats: dict[str, float] | None = None,
 ) -> list[list[list[int]]]:
   """``num_samples`` continuations (token ids, EOS excluded) of each prompt's ids.
 
   ``stopped(prompt_index, ids)`` is asked after every chunk whether a row's
   text has reached a stop string. ``on_batch`` gets the rows finished so far.
+  ``stats``, if given, accumulates where the time went (`add_stats`).
   When at most ``1 / config.shrink`` of a batch's rows are still running, the
   live rows' caches are gathered into the next smaller compiled batch, so
   finished rows stop costing decode steps (tokens are unchanged: rows are
@@ -305,7 +308,10 @@ def generate_ids(
                      + [jax.random.key(0)] * (batch - len(chunk_rows)))
     done = np.arange(batch) >= len(chunk_rows)
     tree_def, params, init_state = compiled[batch]
+    clock = time.perf_counter()
     logits, state = prefill(tree_def, params, init_state, jnp.asarray(tokens))
+    logits.block_until_ready()
+    clock = _tally(stats, clock, prefill_s=None, prefill_rows=batch, prefill_tokens=batch * width)
     generated: list[list[int]] = [[] for _ in range(batch)]
     slots = np.arange(batch)  # slots[k]: the row of `chunk_rows` in compiled row k
     for start in range(0, config.max_new_tokens, config.chunk):
@@ -322,6 +328,8 @@ def generate_ids(
           tree_def, params, state, logits, jnp.asarray(done), keys, jnp.int32(start), temperature, top_p, eos,
           steps=config.chunk)
       new, done = np.asarray(new), np.array(done_dev)
+      clock = _tally(stats, clock, decode_s=None, decode_row_steps=len(slots) * config.chunk,
+                     decode_steps=config.chunk)
       for k, r in enumerate(slots):
         if r >= len(chunk_rows):
           continue
@@ -334,9 +342,25 @@ def generate_ids(
         break
     for r, (i, s) in enumerate(chunk_rows):
       out[i][s] = _strip(generated[r][:config.max_new_tokens], eos_ids)
+      _tally(stats, clock, tokens=len(out[i][s]))
     if on_batch is not None:
       on_batch(min(first + batch, len(rows)))
   return out
+
+
+def _tally(stats: dict[str, float] | None, clock: float, **counts: float | None) -> float:
+  """Add ``counts`` to ``stats`` (a None count: the seconds since ``clock``); the new clock.
+
+  Keys: ``prefill_s``/``decode_s`` (seconds), ``prefill_rows``, ``prefill_tokens`` (padded),
+  ``decode_steps`` (compiled steps), ``decode_row_steps`` (steps x rows of the batch they ran in:
+  the tokens paid for) and ``tokens`` (tokens kept): ``1 - tokens / decode_row_steps`` is the
+  share of decode work spent on rows that had already finished, or on padding rows.
+  """
+  now = time.perf_counter()
+  if stats is not None:
+    for key, value in counts.items():
+      stats[key] = stats.get(key, 0) + (now - clock if value is None else value)
+  return now
 
 
 def _strip(ids: list[int], eos_ids: Sequence[int]) -> list[int]:
@@ -402,25 +426,30 @@ def truncate(text: str, stop: Sequence[str]) -> str:
 
 
 def generate_text(loaded, prompts: Sequence[str | ChatPrompt], config: GenerateConfig = GenerateConfig(), *,
-                  num_samples: int = 1, on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
+                  num_samples: int = 1, on_batch: Callable[[int], None] | None = None,
+                  stats: dict[str, float] | None = None) -> list[list[str]]:
   """``num_samples`` completions of each prompt (prompt excluded, cut at EOS and stop strings)."""
   tok = loaded.tokenizer
   ids = encode_prompts(tok, prompts, config.chat)
   stop = [s for s in config.stop if s]
   stopped = (lambda i, gen: any(s in completion_text(tok, ids[i], gen) for s in stop)) if stop else None
   out = generate_ids(loaded.model, ids, config, num_samples=num_samples, eos_ids=eos_ids_of(loaded),
-                     stopped=stopped, max_positions=loaded.spec.max_positions, on_batch=on_batch)
+                     stopped=stopped, max_positions=loaded.spec.max_positions, on_batch=on_batch, stats=stats)
   return [[truncate(completion_text(tok, ids[i], gen), stop) for gen in samples] for i, samples in enumerate(out)]
 
 
 def make_generate(loaded, config: GenerateConfig = GenerateConfig(),
-                  on_batch: Callable[[int], None] | None = None) -> Callable[..., list[list[str]]]:
-  """A sampler with `evals.codegen.Generate`'s signature; ``config`` supplies batch size, seed, chat."""
+                  on_batch: Callable[[int], None] | None = None,
+                  stats: dict[str, float] | None = None) -> Callable[..., list[list[str]]]:
+  """A sampler with `evals.codegen.Generate`'s signature; ``config`` supplies batch size, seed, chat.
+
+  ``stats`` accumulates the time and work of every call (see `_tally`).
+  """
 
   def generate(prompts: list[str | ChatPrompt], *, num_samples: int, temperature: float, top_p: float,
                max_new_tokens: int, stop: list[str]) -> list[list[str]]:
     call = dataclasses.replace(config, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                                stop=tuple(stop))
-    return generate_text(loaded, prompts, call, num_samples=num_samples, on_batch=on_batch)
+    return generate_text(loaded, prompts, call, num_samples=num_samples, on_batch=on_batch, stats=stats)
 
   return generate

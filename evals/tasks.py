@@ -149,14 +149,17 @@ def _humaneval(loaded, name: str, config: EvalConfig, progress: Progress) -> dic
   count = len(humaneval.select(humaneval.language(name).problems(he_config.problems_path)[0], he_config))
   rows = progress(f"{name} generate", count * sampling.num_samples)
   runs = progress(f"{name} execute", count * sampling.num_samples)
-  gen = generate.make_generate(loaded, generation_config(config), on_batch=rows)
+  stats: dict[str, float] = {}
+  gen = generate.make_generate(loaded, generation_config(config), on_batch=rows, stats=stats)
   finished = [0]
 
   def on_result(_index, _result) -> None:
     finished[0] += 1
     runs(finished[0])
 
-  return humaneval.evaluate(gen, name, he_config, on_result=on_result)
+  report = humaneval.evaluate(gen, name, he_config, on_result=on_result)
+  report["generation"] = {**stats, "batch_size": config.gen_batch_size}
+  return report
 
 
 def _lazy(module: str, function: str = "run_task") -> Callable[..., Any]:

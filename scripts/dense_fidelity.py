@@ -44,6 +44,11 @@ def settings(args, prompting: str) -> dict[str, Any]:
           "greedy": True}
 
 
+def _log_progress(description: str, total: int):
+  """A `tasks.Progress` that logs each update (batches finish minutes apart on a CPU)."""
+  return lambda done: log.info("%s: %d/%d", description, done, total)
+
+
 def run_cell(args, loaded, prompting: str, task: str) -> dict[str, Any]:
   """One cell's report, from the cache if it was made with the same settings."""
   from evals import tasks
@@ -60,7 +65,7 @@ def run_cell(args, loaded, prompting: str, task: str) -> dict[str, Any]:
                             max_new_tokens=args.max_new_tokens, gen_batch_size=args.gen_batch_size,
                             chat=prompting == "chat")
   log.info("%s, %s prompting", task, prompting)
-  report = tasks.run_tasks(loaded, config)[task]
+  report = tasks.run_tasks(loaded, config, progress=_log_progress)[task]
   cell = {"settings": wanted, "command": args.command, "versions": runs.versions(), "report": report}
   path.parent.mkdir(parents=True, exist_ok=True)
   runs.write_json_atomic(path, cell)

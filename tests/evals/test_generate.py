@@ -233,3 +233,13 @@ def test_shrinking_batches_gives_the_same_tokens(tiny, monkeypatch):
   assert shrunk == fixed
   assert [len(s[0]) for s in shrunk] == [min(16, stop_after[i]) for i in range(len(prompts))]
   assert gen.shrink_sizes(64, 4) == [64, 16, 4, 1] and gen.shrink_sizes(8, 1) == [8]
+
+
+def test_stats_count_the_work(tiny):
+  _, loaded = tiny
+  stats = {}
+  out = gen.generate_ids(loaded.model, PROMPTS, dataclasses.replace(CONFIG, shrink=1), stats=stats)
+  assert stats["prefill_rows"] == 4 and stats["prefill_tokens"] == 4 * 16  # 2 batches of 2 rows, width 16
+  assert stats["decode_steps"] == 2 * 16 and stats["decode_row_steps"] == 2 * 2 * 16  # 14 tokens: 4 chunks of 4
+  assert stats["tokens"] == sum(len(s[0]) for s in out) == 3 * 14
+  assert stats["prefill_s"] > 0 and stats["decode_s"] > 0
