@@ -5,10 +5,11 @@ one and derives each token's position from the pad id; we give it ``PAD = -1``,
 an id no tokenizer produces, so prompts are left-padded with it and padded
 slots get position -1 (masked out), whatever the model's own pad token is.
 
-Shapes are fixed for a whole call: ``batch_size`` rows (the last batch padded
-with empty rows), prompts left-padded to one width (the longest prompt rounded
-up to ``prompt_multiple``), and a cache of that width plus ``max_new_tokens``
-rounded up to ``chunk``. Two jit-compiled pure functions do the work: a
+Rows are sorted by prompt length and cut into batches of ``batch_size`` rows
+(the last one padded with empty rows); a batch's prompts are left-padded to
+its longest prompt rounded up to ``prompt_multiple``, and its cache holds that
+width plus ``max_new_tokens`` rounded up to ``chunk``. Each distinct shape
+compiles once. Two jit-compiled pure functions do the work: a
 prefill that fills the cache and returns the last position's logits, and a
 decode of ``chunk`` steps (a `lax.scan`). Between chunks the host decodes the
 new text to check stop strings, so generation ends within one chunk of the
@@ -286,28 +287,29 @@ def generate_ids(
   """
   if not prompts or any(len(p) == 0 for p in prompts):
     raise JaxpruneError("every prompt needs at least one token: drop empty prompts or add a BOS token")
-  width = _round_up(max(map(len, prompts)), config.prompt_multiple)
   steps = _round_up(config.max_new_tokens, config.chunk)
   if max_positions is not None and max(map(len, prompts)) + config.max_new_tokens > max_positions:
     raise JaxpruneError(
         f"prompt of {max(map(len, prompts))} tokens + max_new_tokens {config.max_new_tokens} exceeds the"
         f" model's context of {max_positions}: lower max_new_tokens or shorten the prompts")
-  rows = [(i, s) for i in range(len(prompts)) for s in range(num_samples)]
+  # Rows sorted by prompt length, so each batch is padded only to its own longest prompt.
+  rows = sorted(((i, s) for i in range(len(prompts)) for s in range(num_samples)), key=lambda r: len(prompts[r[0]]))
   batch = min(config.batch_size, 1 << (len(rows) - 1).bit_length())  # few rows: a smaller power-of-two batch
   sizes = shrink_sizes(batch, config.shrink)
-  compiled = {size: caching_model(model, size, width + steps) for size in sizes[:1]}
+  compiled: dict[tuple[int, int], Any] = {}  # (rows, cache length) -> caching model
   eos = jnp.asarray(sorted(set(eos_ids)) or [PAD], jnp.int32)
   temperature, top_p = jnp.float32(config.temperature), jnp.float32(config.top_p)
   out: list[list[list[int]]] = [[[] for _ in range(num_samples)] for _ in prompts]
   for first in range(0, len(rows), batch):
     chunk_rows = rows[first:first + batch]
+    width = _round_up(max(len(prompts[i]) for i, _ in chunk_rows), config.prompt_multiple)
     tokens = np.full((batch, width), PAD, np.int32)
     for r, (i, _) in enumerate(chunk_rows):
       tokens[r, width - len(prompts[i]):] = prompts[i]
     keys = jnp.stack([row_key(config.seed, i, s) for i, s in chunk_rows]
                      + [jax.random.key(0)] * (batch - len(chunk_rows)))
     done = np.arange(batch) >= len(chunk_rows)
-    tree_def, params, init_state = compiled[batch]
+    tree_def, params, init_state = _compiled(compiled, model, batch, width + steps)
     clock = time.perf_counter()
     logits, state = prefill(tree_def, params, init_state, jnp.asarray(tokens))
     logits.block_until_ready()
@@ -319,9 +321,7 @@ def generate_ids(
       smaller = [size for size in sizes if size >= len(live)][-1]
       if smaller < len(slots):  # gather the live rows into a smaller batch
         keep = np.concatenate([live, np.flatnonzero(done)[:smaller - len(live)]])
-        if smaller not in compiled:
-          compiled[smaller] = caching_model(model, smaller, width + steps)
-        tree_def, params, _ = compiled[smaller]
+        tree_def, params, _ = _compiled(compiled, model, smaller, width + steps)
         state, logits, keys = take_rows(state, logits, keys, jnp.asarray(keep, jnp.int32))
         slots, done = slots[keep], done[keep]
       new, logits, done_dev, state = decode(
@@ -346,6 +346,13 @@ def generate_ids(
     if on_batch is not None:
       on_batch(min(first + batch, len(rows)))
   return out
+
+
+def _compiled(cache: dict, model, batch: int, cache_len: int):
+  """`caching_model` of (batch, cache_len), made once per `generate_ids` call."""
+  if (batch, cache_len) not in cache:
+    cache[(batch, cache_len)] = caching_model(model, batch, cache_len)
+  return cache[(batch, cache_len)]
 
 
 def _tally(stats: dict[str, float] | None, clock: float, **counts: float | None) -> float:

@@ -91,7 +91,7 @@ def test_no_recompilation_on_a_second_call(tiny):
   gen.generate_ids(loaded.model, PROMPTS, CONFIG)
   sizes = gen.prefill._cache_size(), gen.decode._cache_size()
   other = dataclasses.replace(CONFIG, temperature=0.9, top_p=0.5, seed=7)
-  gen.generate_ids(loaded.model, [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]], other, num_samples=3)
+  gen.generate_ids(loaded.model, [p[::-1] for p in PROMPTS], other)  # same shapes, other options and ids
   assert (gen.prefill._cache_size(), gen.decode._cache_size()) == sizes
 
 
@@ -239,7 +239,7 @@ def test_stats_count_the_work(tiny):
   _, loaded = tiny
   stats = {}
   out = gen.generate_ids(loaded.model, PROMPTS, dataclasses.replace(CONFIG, shrink=1), stats=stats)
-  assert stats["prefill_rows"] == 4 and stats["prefill_tokens"] == 4 * 16  # 2 batches of 2 rows, width 16
+  assert stats["prefill_rows"] == 4 and stats["prefill_tokens"] == 2 * 8 + 2 * 16  # sorted: widths 8, then 16
   assert stats["decode_steps"] == 2 * 16 and stats["decode_row_steps"] == 2 * 2 * 16  # 14 tokens: 4 chunks of 4
   assert stats["tokens"] == sum(len(s[0]) for s in out) == 3 * 14
   assert stats["prefill_s"] > 0 and stats["decode_s"] > 0
