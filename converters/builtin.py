@@ -47,36 +47,38 @@ def _package_folder(package: str) -> Path | None:
 
 
 @dataclasses.dataclass(frozen=True)
-class PackageFile:
-  """The GGUF is ``file`` inside ``package``."""
+class _OnePackage:
+  """A source in one package."""
 
   package: str
 
   def installed(self, entry: Builtin) -> bool:
     return _package_folder(self.package) is not None
 
-  def path(self, entry: Builtin) -> Path:
+  def folder(self, entry: Builtin) -> Path:
     folder = _package_folder(self.package)
     if folder is None:
       raise JaxpruneError(f"built-in model {entry.name} is not installed: run `{entry.pip}`")
-    path = folder / entry.file
+    return folder
+
+
+@dataclasses.dataclass(frozen=True)
+class PackageFile(_OnePackage):
+  """The GGUF is ``file`` inside ``package``."""
+
+  def path(self, entry: Builtin) -> Path:
+    path = self.folder(entry) / entry.file
     if not path.exists():
       raise JaxpruneError(f"{path} is missing: reinstall with `{entry.pip} --force-reinstall`")
     return path
 
 
 @dataclasses.dataclass(frozen=True)
-class AssembleFunction:
+class AssembleFunction(_OnePackage):
   """``package.assemble(path)`` writes (and checks) the GGUF."""
 
-  package: str
-
-  def installed(self, entry: Builtin) -> bool:
-    return _package_folder(self.package) is not None
-
   def path(self, entry: Builtin) -> Path:
-    if _package_folder(self.package) is None:
-      raise JaxpruneError(f"built-in model {entry.name} is not installed: run `{entry.pip}`")
+    self.folder(entry)
     target = cache_dir() / "models" / entry.file
     if not target.exists():
       module = importlib.import_module(self.package)
