@@ -2,8 +2,9 @@
 
 Weights are written shard by shard (5 GB shards with an index, as
 ``save_pretrained`` does), so host memory holds one shard at a time. The folder
-is assembled under a temporary name next to the target and renamed at the end:
-an interrupted export never leaves a half-written model behind.
+is assembled under a hidden name next to the target and renamed at the end
+(`jaxprune.outputs`): an interrupted export never leaves a half-written model
+behind, and only an earlier export (marked by ``.jaxprune.json``) is replaced.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import copy
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -93,12 +92,11 @@ def export_hf(loaded, out_dir: str | os.PathLike, *, masks: Mapping[str, Any] | 
     >>> export_hf(load_model("smollm2-135m"), "out/smollm2-python", masks=masks)
     >>> AutoModelForCausalLM.from_pretrained("out/smollm2-python")
   """
-  out = Path(out_dir).absolute()
-  if out.exists() and any(out.iterdir()) and not overwrite:
-    raise JaxpruneError(f"{out} already exists and is not empty: choose another --out or pass --overwrite")
+  from jaxprune import outputs
+
+  claim = outputs.claim_dir(out_dir, "export", overwrite=overwrite, inputs=(loaded.source,))
   model = masks_lib.apply(loaded.model, masks) if masks else loaded.model
-  out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+  tmp = outputs.start(claim)
   try:
     state = hf_state(model, loaded.config)
     dtype = next(iter(state.values())).dtype
@@ -106,11 +104,11 @@ def export_hf(loaded, out_dir: str | os.PathLike, *, masks: Mapping[str, Any] | 
     _write_config(loaded, tmp, dtype)
     if loaded.tokenizer is not None:
       loaded.tokenizer.save_pretrained(str(tmp))
-    if out.exists():
-      shutil.rmtree(out)
-    os.replace(tmp, out)
+    marker = {"format": outputs.EXPORT_FORMAT, "model": loaded.source, "dtype": str(dtype)}
+    (tmp / outputs.EXPORT_MARKER).write_text(json.dumps(marker, indent=2))
+    out = outputs.commit(claim)
   except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
+    outputs.discard(claim)
     raise
   log.info("exported %s to %s", loaded.source, out)
   return out

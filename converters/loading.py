@@ -128,9 +128,28 @@ def _default_dtype(config, source: TensorSource):
   return {"bfloat16": jnp.bfloat16, "float16": jnp.float16}.get(name, jnp.float32)
 
 
+PARAMETER_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def parameter_dtype(dtype):
+  """The JAX dtype for ``--dtype`` (None: None); only floating dtypes the model runs in."""
+  if dtype is None:
+    return None
+  name = str(dtype).replace("torch.", "")
+  name = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}.get(name, name)
+  if name not in PARAMETER_DTYPES:
+    try:
+      name = str(jnp.dtype(dtype))
+    except TypeError:
+      pass
+  if name not in PARAMETER_DTYPES:
+    raise JaxpruneError(f"--dtype {dtype} is not a parameter dtype: use one of {', '.join(PARAMETER_DTYPES)}")
+  return PARAMETER_DTYPES[name]
+
+
 def bind(config, source: TensorSource, *, dtype=None, activation_dtype=jnp.float32):
   """Build the empty model for ``config`` and fill it from ``source``."""
-  param_dtype = jnp.dtype(dtype) if dtype is not None else _default_dtype(config, source)
+  param_dtype = jnp.dtype(parameter_dtype(dtype)) if dtype is not None else _default_dtype(config, source)
   skeleton = families.build_skeleton(config, param_dtype, activation_dtype)
   layouts = families.layouts(config)
   available = set(source.names())
@@ -188,6 +207,7 @@ def load_model(source: str, *, dtype=None, activation_dtype=jnp.float32) -> Load
     >>> loaded = load_model("smollm2-135m")
     >>> logits = loaded.model(pz.nx.wrap(tokens).tag("batch", "seq"))
   """
+  parameter_dtype(dtype)  # refuse a bad --dtype before reading anything
   kind, path = _resolve(str(source))
   if kind == "gguf":
     from converters import gguf_io

@@ -238,8 +238,15 @@ def check(config: EvalConfig) -> None:
     raise JaxpruneError(
         f"--masks {config.masks} is not a finished jaxprune run (no run.json): pass a directory written by"
         " `jaxprune prune`")
-  if config.out is not None and not Path(config.out).expanduser().absolute().parent.is_dir():
-    raise JaxpruneError(f"--out {config.out}: its folder does not exist; create it or choose another path")
+  if config.out is not None:
+    from jaxprune import outputs
+
+    outputs.claim_file(config.out, inputs=(config.model, config.masks, *(p for _, p in config.data)),
+                       is_ours=lambda doc: isinstance(doc, dict) and {"tasks", "config", "versions"} <= set(doc))
+  if config.dtype is not None:
+    from converters.loading import parameter_dtype
+
+    parameter_dtype(config.dtype)
   for name in config.tasks:
     if name in PREFLIGHTS:
       PREFLIGHTS[name](name, config)

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 
+from jaxprune import failures
 from jaxprune.errors import JaxpruneError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -158,7 +159,7 @@ def _add_prune(sub) -> None:
                  help="sequences per compiled step (bounds memory); default: 8 on accelerators, on CPUs sized to the caches")
   p.add_argument("--attention-chunk", type=int, default=128,
                  help="queries per chunk of causal attention in the calibration passes (0: unchunked)")
-  p.add_argument("--dtype", default=None, help="parameter dtype (float32, bfloat16); default: the checkpoint's")
+  p.add_argument("--dtype", default=None, help="parameter dtype (float32, bfloat16, float16); default: the checkpoint's")
   p.add_argument("--out", required=True, help="run directory to write (masks + run.json)")
   p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
   _add_distributed(p)
@@ -232,6 +233,12 @@ def _run_prune(args) -> int:
       owl_m=args.owl_m, owl_lambda=args.owl_lambda,
   )
   config.validate()  # fail on bad options before the slow model load
+  from converters.loading import parameter_dtype
+  from jaxprune import outputs
+
+  parameter_dtype(args.dtype)
+  inputs = (args.model, args.calib_tokens, args.calib)
+  outputs.claim_dir(args.out, "run", overwrite=args.overwrite, inputs=inputs)  # checked again when writing
   dist = _distributed_config(args)
   if dist is not None:  # before any JAX computation
     from jaxprune import distributed
@@ -246,8 +253,14 @@ def _run_prune(args) -> int:
   else:
     tokens, info = None, {"source": None}
   bar = _progress(loaded.spec.num_layers, "blocks")
-  result = runs.prune_run(loaded, tokens, config, runs.RunConfig(out=args.out, overwrite=args.overwrite),
-                          calibration=info, on_block=lambda done, total, _: bar.update(done - bar.n))
+  def resuming(done: int, total: int) -> None:
+    print(f"resuming after block {done} of {total} (an interrupted run of the same command)", file=sys.stderr)
+    bar.update(done - bar.n)
+
+  result = runs.prune_run(loaded, tokens, config,
+                          runs.RunConfig(out=args.out, overwrite=args.overwrite, inputs=inputs),
+                          calibration=info, on_block=lambda done, total, _: bar.update(done - bar.n),
+                          on_resume=resuming)
   bar.close()
   print(f"pruned {len(result.masks)} matrices of {args.model} to {result.report['__total__']:.2%} sparsity"
         f" ({config.method}, {config.pattern}); masks and run.json in {args.out}")
@@ -282,6 +295,10 @@ def _run_export(args) -> int:
   import converters
   from jaxprune import runs
 
+  from jaxprune import outputs
+
+  outputs.claim_dir(args.out, "export", overwrite=args.overwrite, inputs=(args.model, args.masks))
+  runs.load_record(args.masks)  # a missing or damaged run.json, before the slow model load
   loaded = converters.load_model(args.model)
   out = runs.export_run(loaded, args.masks, args.out, overwrite=args.overwrite, export_fn=converters.export_hf)
   print(f"wrote {out} (load it with transformers.AutoModelForCausalLM.from_pretrained)")
@@ -322,7 +339,7 @@ def _add_eval(sub) -> None:
   p.add_argument("--samples", action=argparse.BooleanOptionalAction, default=tasks.EvalConfig.samples,
                  help="keep in the JSON every code completion with its status and output tail, gsm8k's completions"
                       " and METEOR's translations (--no-samples: metrics and counts only)")
-  p.add_argument("--dtype", default=None, help="parameter dtype (float32, bfloat16); default: the checkpoint's")
+  p.add_argument("--dtype", default=None, help="parameter dtype (float32, bfloat16, float16); default: the checkpoint's")
   p.set_defaults(func=_run_eval)
 
 
@@ -387,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
       level=logging.INFO if args.verbose else logging.WARNING,
       format="%(levelname)s %(name)s: %(message)s",
   )
+  failures.reset()
+  failures.handle_sigterm()
   try:
     return int(args.func(args) or 0)
   except JaxpruneError as err:
@@ -395,10 +414,15 @@ def main(argv: list[str] | None = None) -> int:
   except BrokenPipeError:  # `jaxprune ... | head`
     sys.stderr.close()
     return 0
-  except KeyboardInterrupt:
-    print(f"jaxprune {args.command}: interrupted", file=sys.stderr)
-    return 130
-
+  except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM
+    print(f"jaxprune {args.command}: interrupted; {failures.kept()}", file=sys.stderr)
+    return 143 if isinstance(err, failures.Terminated) else 130
+  except Exception as err:  # file-system faults, also when Orbax or TensorStore wrap them
+    cause = failures.os_error_in(err)
+    if cause is None:
+      raise
+    print(f"jaxprune {args.command}: error: {failures.os_error_line(cause)}", file=sys.stderr)
+    return 1
 
 if __name__ == "__main__":
   sys.exit(main())

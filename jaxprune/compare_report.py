@@ -1,7 +1,8 @@
 """`jaxprune compare`: a report directory of distances, plots and mask pictures.
 
-Everything is written into a temporary sibling directory and renamed into
-place at the end, so REPORT_DIR is either absent, the old report, or complete.
+Everything is written into a hidden sibling directory and renamed into place
+at the end (`jaxprune.outputs`), so REPORT_DIR is either absent, the old
+report, or complete; only an earlier report is ever replaced.
 
 Layout of REPORT_DIR:
   index.html           ties it together (opens offline)
@@ -18,17 +19,13 @@ import csv
 import dataclasses
 import json
 import logging
-import os
-import shutil
-import tempfile
-import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from jaxprune import compare, compare_html, spec, viz
+from jaxprune import compare, compare_html, outputs, spec, viz
 from jaxprune import masks as masks_lib
 from jaxprune.errors import JaxpruneError
 
@@ -189,31 +186,9 @@ def _write_tables(rows: Sequence[compare.Row], runs: Sequence[compare.Run], dest
   (dest / "distances.json").write_text(json.dumps(doc, indent=1))
 
 
-def _commit(tmp: Path, out: Path, overwrite: bool) -> None:
-  """Move the finished report into place; an old one is removed only after."""
-  if out.exists() or out.is_symlink():
-    if not overwrite:
-      raise JaxpruneError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
-    old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(out, old)
-    try:
-      os.rename(tmp, out)
-    except OSError:
-      os.rename(old, out)  # put the old report back
-      raise
-    if old.is_dir() and not old.is_symlink():
-      shutil.rmtree(old)
-    else:
-      old.unlink()
-  else:
-    os.rename(tmp, out)
-
-
 def write_report(config: CompareConfig) -> Path:
   """Compare the runs and write the report directory; returns its path."""
-  out = Path(config.out).absolute()
-  if (out.exists() or out.is_symlink()) and not config.overwrite:
-    raise JaxpruneError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
+  claim = outputs.claim_dir(config.out, "report", overwrite=config.overwrite, inputs=config.runs)
   runs = compare.read_runs(config.runs)
   names = list(runs[0].shapes)
   matrix = config.matrix or default_matrix(names)
@@ -224,11 +199,7 @@ def write_report(config: CompareConfig) -> Path:
   packed = compare.load_packed(runs)
   rows = compare.pairwise(runs, packed)
   labels = [r.label for r in runs]
-  out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-  umask = os.umask(0)
-  os.umask(umask)
-  tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the report is not.
+  tmp = outputs.start(claim)
   try:
     _write_tables(rows, runs, tmp)
     plot_heatmap(compare.distance_matrix(rows, labels), labels, tmp / "heatmap.png")
@@ -257,9 +228,9 @@ def write_report(config: CompareConfig) -> Path:
       plot_domains(groups, tmp / domains_png)
     (tmp / "index.html").write_text(
         compare_html.index(runs, rows, pairs, matrix=matrix, domains_png=domains_png), encoding="utf-8")
-    _commit(tmp, out, config.overwrite)
+    out = outputs.commit(claim)
   except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
+    outputs.discard(claim)
     raise
   log.info("wrote %s", out)
   return out

@@ -104,8 +104,28 @@ class BlockCheckpointer:
       }
       return ckptr.restore(path, args=ocp.args.Composite(results=ocp.args.StandardRestore(target))).results
 
+  def latest_step(self) -> int | None:
+    """The number of finished blocks saved, or None."""
+    return self._manager.latest_step()
+
   def restore(self, mesh):
-    """(next block, masks, statistics, weights, activations) or None."""
+    """(next block, masks, statistics, weights, activations) or None.
+
+    Raises `JaxpruneError` (one line) when the saved state belongs to other
+    options or cannot be read (a corrupt or truncated file).
+    """
+    try:
+      return self._restore(mesh)
+    except JaxpruneError:
+      raise
+    except Exception as err:  # Orbax/TensorStore raise many types for damaged files
+      first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+      raise JaxpruneError(
+          f"the saved state of the unfinished run in {self.directory.parent} cannot be read"
+          f" ({type(err).__name__}: {first}): pass --overwrite to start the run over"
+      ) from None
+
+  def _restore(self, mesh):
     import orbax.checkpoint as ocp
 
     step = self._manager.latest_step()

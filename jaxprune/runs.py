@@ -3,8 +3,10 @@
 RUN_DIR/
   masks/      Orbax checkpoint: packed masks + JSON metadata (atomic)
   weights/    Orbax checkpoint of SparseGPT's updated weights (SparseGPT only)
-  state/      per-block resume state while the run is in progress
-  run.json    written last (temp name + rename): its presence means "complete"
+  run.json    written last: its presence means "complete"
+
+The run is built in .RUN_DIR.jaxprune-partial/ beside it (with state/, the
+per-block resume state) and renamed to RUN_DIR once complete.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxprune import distributed, pruning
+from jaxprune import distributed, failures, outputs, pruning
 from jaxprune import masks as masks_lib
 from jaxprune.errors import JaxpruneError
 from jaxprune.resume import BlockCheckpointer
@@ -38,10 +40,11 @@ _VERSIONED = ("jaxprune", "jax", "jaxlib", "penzai", "orbax-checkpoint", "transf
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-  """Where to write and whether an existing directory may be replaced."""
+  """Where to write, whether an earlier run there may be replaced, and what must not be written over."""
 
   out: Path
   overwrite: bool = False
+  inputs: tuple[Any, ...] = ()  # what the run reads (model folder, token file): never to be the output
 
 
 def token_hash(tokens: np.ndarray) -> str:
@@ -60,40 +63,53 @@ def versions() -> dict[str, str]:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-  """Write JSON under a temporary name, then rename: never a half-written file."""
+  """Write JSON under a temporary name, then rename: never a half-written file, no temp left on failure."""
   fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-  with os.fdopen(fd, "w") as f:
-    json.dump(data, f, indent=2, sort_keys=False, default=str)
-  os.replace(tmp, path)
+  try:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes it private; the user's umask decides
+    with os.fdopen(fd, "w") as f:
+      json.dump(data, f, indent=2, sort_keys=False, default=str)
+    os.replace(tmp, path)
+  except BaseException:
+    Path(tmp).unlink(missing_ok=True)
+    raise
 
 
-def _prepare(run_dir: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
-  """Refuse a used directory unless resuming the same run or overwriting."""
-  if not run_dir.exists():
-    run_dir.mkdir(parents=True, exist_ok=True)  # exist_ok: other processes of a multi-host run
-    return
-  if overwrite:
-    if jax.process_index() == 0:
-      shutil.rmtree(run_dir)
-      run_dir.mkdir(parents=True)
-    return
-  if (run_dir / RUN_JSON).exists():
-    raise JaxpruneError(f"{run_dir} already holds a finished run: choose another --out or pass --overwrite")
-  state = run_dir / "state"
-  if state.exists():
-    return  # BlockCheckpointer checks the fingerprint and resumes
-  if any(run_dir.iterdir()):
-    raise JaxpruneError(f"{run_dir} exists and is not a jaxprune run: choose another --out or pass --overwrite")
+def parameter_dtype(model) -> str:
+  """The dtype the model's parameters are stored in (e.g. "float32", "bfloat16")."""
+  from penzai import pz
+
+  params = pz.unbind_params(model)[1]
+  return str(params[0].value.data_array.dtype) if params else "unknown"
+
+
+def _prepare(claim: outputs.Claim, overwrite: bool) -> Path:
+  """The folder to build the run in: the claim's partial folder, kept when resuming."""
+  partial = claim.partial
+  if jax.process_index() == 0:
+    if claim.replace and not overwrite and not partial.exists():
+      os.rename(claim.path, partial)  # an unfinished run written in place by an older jaxprune
+    outputs.start(claim, resume=not overwrite)
+    for stale in ("masks", "weights"):  # left by a crash between the final saves
+      if (partial / stale).exists():
+        shutil.rmtree(partial / stale)
+  distributed.barrier("jaxprune:run-dir-ready")  # process 0 may have just emptied it
+  return partial
 
 
 def prune_run(loaded, calib_tokens: np.ndarray, config: pruning.PruneConfig, run: RunConfig,
-              calibration: dict[str, Any] | None = None, mesh=None, on_block=None) -> pruning.PruneResult:
+              calibration: dict[str, Any] | None = None, mesh=None, on_block=None,
+              on_resume=None) -> pruning.PruneResult:
   """Prune ``loaded`` (a `converters.LoadedModel`) into the run directory.
 
-  Resumable: rerunning the same call after an interruption continues from the
-  last finished block and gives the same masks.
+  The run is built in a hidden folder beside ``run.out`` and renamed into
+  place when complete. Resumable: rerunning the same call after an
+  interruption continues from the last finished block (``on_resume(done,
+  total)`` is called first) and gives the same masks.
   """
-  run_dir = Path(run.out).absolute()
+  claim = outputs.claim_dir(run.out, "run", overwrite=run.overwrite, inputs=run.inputs)
   tokens = np.asarray(calib_tokens) if calib_tokens is not None else np.zeros((0, 0), np.int32)
   fingerprint = {
       "model": loaded.model_id,
@@ -103,28 +119,35 @@ def prune_run(loaded, calib_tokens: np.ndarray, config: pruning.PruneConfig, run
   fingerprint = json.loads(json.dumps(fingerprint, default=str))
   distributed.check_same(json.dumps([fingerprint, run.overwrite], sort_keys=True),
                          "model, calibration tokens or options")
-  _prepare(run_dir, fingerprint, run.overwrite)
-  for partial in ("masks", "weights"):  # left by a crash between the final saves
-    if (run_dir / partial).exists() and not (run_dir / RUN_JSON).exists() and jax.process_index() == 0:
-      shutil.rmtree(run_dir / partial)
-  distributed.barrier("jaxprune:run-dir-ready")  # process 0 may have just emptied it
+  work = _prepare(claim, run.overwrite)
   shapes = {l.name: l.shape for l in loaded.spec.linears}
-  checkpointer = BlockCheckpointer(run_dir / "state", fingerprint, shapes)
+  checkpointer = BlockCheckpointer(work / "state", fingerprint, shapes)
+  done = checkpointer.latest_step()
+  if done and on_resume is not None:
+    on_resume(done, loaded.spec.num_layers)
   started = time.perf_counter()
-  result = pruning.prune(loaded, calib_tokens, config=config, mesh=mesh, resume=checkpointer, on_block=on_block)
+  try:
+    result = pruning.prune(loaded, calib_tokens, config=config, mesh=mesh, resume=checkpointer, on_block=on_block)
+  except BaseException:
+    if checkpointer.latest_step() is None and jax.process_index() == 0:
+      outputs.discard(claim)  # no finished block: nothing worth resuming from
+    raise
+  failures.keep(f"the finished blocks are kept in {work}: rerun the same command to resume")
   elapsed = time.perf_counter() - started
   metadata = {"model": loaded.model_id, "method": config.method, "pattern": config.pattern}
-  masks_lib.save(run_dir / "masks", result.masks, metadata)
+  masks_lib.save(work / "masks", result.masks, metadata)
   if result.weights:
     import orbax.checkpoint as ocp
 
     with ocp.StandardCheckpointer() as ckptr:
-      ckptr.save(run_dir / "weights", {k.replace(".", "__"): v for k, v in result.weights.items()})
+      ckptr.save(work / "weights", {k.replace(".", "__"): v for k, v in result.weights.items()})
   record = {
+      "format": outputs.RUN_FORMAT,
       "model": loaded.model_id,
       "calibration": {**(calibration or {}), "token_hash": fingerprint["calibration_tokens"],
                       "shape": list(tokens.shape)},
       "options": dataclasses.asdict(config),
+      "dtype": parameter_dtype(loaded.model),
       "block_sparsity": list(result.block_sparsity),
       "sparsity": result.report,
       "timings": {**{k: round(v, 3) for k, v in result.timings.items()}, "total": round(elapsed, 3)},
@@ -132,29 +155,54 @@ def prune_run(loaded, calib_tokens: np.ndarray, config: pruning.PruneConfig, run
                   "processes": jax.process_count(), "microbatch": result.microbatch},
       "versions": versions(),
   }
+  distributed.barrier("jaxprune:run-saved")
   if jax.process_index() == 0:
-    write_json_atomic(run_dir / RUN_JSON, record)
-    shutil.rmtree(run_dir / "state", ignore_errors=True)
+    write_json_atomic(work / RUN_JSON, record)
+    shutil.rmtree(work / "state", ignore_errors=True)
+    outputs.commit(claim)
+  distributed.barrier("jaxprune:run-committed")
   return result
 
 
 def load_run(run_dir: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, np.ndarray]]:
   """(masks, run.json record, SparseGPT weights or {}) of a finished run."""
   run_dir = Path(run_dir)
-  if not (run_dir / RUN_JSON).exists():
+  record = load_record(run_dir)
+  try:
+    masks, _ = masks_lib.load(run_dir / "masks")
+    new_weights: dict[str, np.ndarray] = {}
+    if (run_dir / "weights").exists():
+      import orbax.checkpoint as ocp
+
+      with ocp.StandardCheckpointer() as ckptr:
+        restored = ckptr.restore((run_dir / "weights").absolute())
+      new_weights = {k.replace("__", "."): np.asarray(v) for k, v in restored.items()}
+  except (JaxpruneError, MemoryError):
+    raise
+  except Exception as err:  # Orbax/TensorStore raise many types for damaged files
+    if failures.os_error_in(err) is not None and not isinstance(err, FileNotFoundError):
+      raise
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    raise JaxpruneError(f"the masks of the run in {run_dir} cannot be read ({type(err).__name__}: {first}):"
+                        f" rerun `jaxprune prune --out {run_dir} --overwrite` to make them again") from None
+  return masks, record, new_weights
+
+
+def load_record(run_dir: str | os.PathLike) -> dict[str, Any]:
+  """The run.json of a finished run; one-line errors for a missing or damaged one."""
+  path = Path(run_dir) / RUN_JSON
+  if not path.is_file():
     raise JaxpruneError(
         f"{run_dir} is not a finished jaxprune run (no {RUN_JSON}): run `jaxprune prune --out {run_dir}` first"
     )
-  record = json.loads((run_dir / RUN_JSON).read_text())
-  masks, _ = masks_lib.load(run_dir / "masks")
-  new_weights: dict[str, np.ndarray] = {}
-  if (run_dir / "weights").exists():
-    import orbax.checkpoint as ocp
-
-    with ocp.StandardCheckpointer() as ckptr:
-      restored = ckptr.restore((run_dir / "weights").absolute())
-    new_weights = {k.replace("__", "."): np.asarray(v) for k, v in restored.items()}
-  return masks, record, new_weights
+  try:
+    record = json.loads(path.read_text())
+  except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    raise JaxpruneError(f"{path} is damaged (not valid JSON: {err}): rerun `jaxprune prune --out {run_dir}"
+                        " --overwrite` to make the run again") from None
+  if not isinstance(record, dict) or "model" not in record:
+    raise JaxpruneError(f"{path} is not a jaxprune run record: pass a directory written by `jaxprune prune`")
+  return record
 
 
 def load_run_for(loaded, run_dir: str | os.PathLike):
@@ -179,5 +227,6 @@ def with_run(loaded, run_dir: str | os.PathLike):
 def export_run(loaded, run_dir: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False,
                export_fn=None) -> Path:
   """Export ``loaded`` with the run's masks (and SparseGPT weights) applied."""
+  outputs.claim_dir(out, "export", overwrite=overwrite, inputs=(loaded.source, run_dir))
   pruned, masks, _ = with_run(loaded, run_dir)
   return export_fn(pruned, out, masks=masks, overwrite=overwrite)

@@ -237,18 +237,27 @@ def test_index_links_resolve(report):
 
 def test_existing_out_is_refused_then_overwritten(runs, tmp_path, capsys):
   out = tmp_path / "rep"
-  out.mkdir()
-  (out / "keep.txt").write_text("old")
   paths = [str(p) for p, _ in list(runs.values())[:2]]
+  rc, _, _ = run_cli(*paths, "--out", str(out), capsys=capsys)
+  assert rc == 0
   rc, _, err = run_cli(*paths, "--out", str(out), capsys=capsys)
   assert rc == 2 and "--overwrite" in err and err.count("\n") == 1
-  assert (out / "keep.txt").exists()
   rc, stdout, _ = run_cli(*paths, "--out", str(out), "--overwrite", "--matrix",
                           "model.layers.0.mlp.down_proj.weight", capsys=capsys)
   assert rc == 0 and stdout.strip() == str(out / "index.html")
-  assert not (out / "keep.txt").exists() and (out / "index.html").exists()
   assert "model.layers.0.mlp.down_proj.weight" in (out / "index.html").read_text()
   assert not (out / "domains.png").exists()  # one within pair only: nothing to contrast
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
+
+
+def test_foreign_out_is_never_replaced(runs, tmp_path, capsys):
+  out = tmp_path / "rep"
+  out.mkdir()
+  (out / "keep.txt").write_text("old")
+  paths = [str(p) for p, _ in list(runs.values())[:2]]
+  rc, _, err = run_cli(*paths, "--out", str(out), "--overwrite", capsys=capsys)
+  assert rc == 2 and "did not write" in err and "--overwrite" not in err and err.count("\n") == 1
+  assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "old"
   assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
 
 
