@@ -397,6 +397,20 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _end(code: int, argv: list[str] | None) -> int:
+  """Exit code of a failed command; a program run (``argv`` None) ends at once.
+
+  After a fault, Orbax's and TensorStore's writer threads may still finish
+  their callbacks and print tracebacks during interpreter shutdown: the one
+  line already said everything, so the program skips the shutdown.
+  """
+  if argv is None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # pylint: disable=protected-access
+  return code
+
+
 def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
   args.argv = list(sys.argv[1:] if argv is None else argv)  # to rerun as a supervised worker
@@ -404,8 +418,10 @@ def main(argv: list[str] | None = None) -> int:
       level=logging.INFO if args.verbose else logging.WARNING,
       format="%(levelname)s %(name)s: %(message)s",
   )
+  if not args.verbose:  # Orbax logs its threads' tracebacks; the error reaches the handler below
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
   failures.reset()
-  failures.handle_sigterm()
+  previous = failures.handle_sigterm()
   try:
     return int(args.func(args) or 0)
   except JaxpruneError as err:
@@ -416,13 +432,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
   except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM
     print(f"jaxprune {args.command}: interrupted; {failures.kept()}", file=sys.stderr)
-    return 143 if isinstance(err, failures.Terminated) else 130
+    return _end(143 if isinstance(err, failures.Terminated) else 130, argv)
   except Exception as err:  # file-system faults, also when Orbax or TensorStore wrap them
     cause = failures.os_error_in(err)
     if cause is None:
       raise
     print(f"jaxprune {args.command}: error: {failures.os_error_line(cause)}", file=sys.stderr)
-    return 1
+    return _end(1, argv)
+  finally:
+    failures.restore_sigterm(previous)
 
 if __name__ == "__main__":
   sys.exit(main())

@@ -85,9 +85,15 @@ def _raise_terminated(signum, frame):
   raise Terminated()
 
 
-def handle_sigterm() -> None:
-  """Make SIGTERM raise `Terminated` (a `KeyboardInterrupt`) in the main thread."""
+def handle_sigterm():
+  """Make SIGTERM raise `Terminated` (a `KeyboardInterrupt`); returns the previous handler."""
   try:
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    return signal.signal(signal.SIGTERM, _raise_terminated)
   except ValueError:  # not the main thread (e.g. called from a notebook worker)
-    pass
+    return None
+
+
+def restore_sigterm(previous) -> None:
+  """Put back the handler `handle_sigterm` replaced."""
+  if previous is not None:
+    signal.signal(signal.SIGTERM, previous)

@@ -56,6 +56,7 @@ class BlockCheckpointer:
         self.directory / "steps",
         options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
     )
+    self.saved = self._manager.latest_step()  # the last step known complete on disk
 
   def save(self, step: int, masks, statistics, new_weights, activations) -> None:
     """Save block ``step - 1``'s results (only its own) and the next inputs.
@@ -88,6 +89,7 @@ class BlockCheckpointer:
         args=ocp.args.Composite(state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
     )
     self._manager.wait_until_finished()
+    self.saved = step
 
   def _restore_block(self, step: int):
     import orbax.checkpoint as ocp
@@ -103,10 +105,6 @@ class BlockCheckpointer:
           "weights": {_key(n): jax.ShapeDtypeStruct(tuple(self.shapes[n]), np.float32) for n in names["weights"]},
       }
       return ckptr.restore(path, args=ocp.args.Composite(results=ocp.args.StandardRestore(target))).results
-
-  def latest_step(self) -> int | None:
-    """The number of finished blocks saved, or None."""
-    return self._manager.latest_step()
 
   def restore(self, mesh):
     """(next block, masks, statistics, weights, activations) or None.
@@ -158,6 +156,17 @@ class BlockCheckpointer:
       state = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
       activations = [state[k] for k in sorted(state)]
     return meta["step"], masks, statistics, new_weights, activations
+
+  def abandon(self) -> None:
+    """After a failure: let Orbax's background writes end before the error is reported."""
+    try:
+      self._manager.wait_until_finished()
+    except Exception as err:  # the same fault, already being raised
+      log.info("pending state writes failed too: %s", err)
+    try:
+      self._manager.close()
+    except Exception as err:
+      log.info("closing the state writer failed: %s", err)
 
   def finish(self) -> None:
     self._manager.wait_until_finished()

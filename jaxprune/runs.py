@@ -122,17 +122,19 @@ def prune_run(loaded, calib_tokens: np.ndarray, config: pruning.PruneConfig, run
   work = _prepare(claim, run.overwrite)
   shapes = {l.name: l.shape for l in loaded.spec.linears}
   checkpointer = BlockCheckpointer(work / "state", fingerprint, shapes)
-  done = checkpointer.latest_step()
+  done = checkpointer.saved
   if done and on_resume is not None:
     on_resume(done, loaded.spec.num_layers)
   started = time.perf_counter()
+  failures.keep(f"the finished blocks are kept in {work}: rerun the same command to resume")
   try:
     result = pruning.prune(loaded, calib_tokens, config=config, mesh=mesh, resume=checkpointer, on_block=on_block)
   except BaseException:
-    if checkpointer.latest_step() is None and jax.process_index() == 0:
+    checkpointer.abandon()
+    if checkpointer.saved is None and jax.process_index() == 0:
       outputs.discard(claim)  # no finished block: nothing worth resuming from
+      failures.reset()
     raise
-  failures.keep(f"the finished blocks are kept in {work}: rerun the same command to resume")
   elapsed = time.perf_counter() - started
   metadata = {"model": loaded.model_id, "method": config.method, "pattern": config.pattern}
   masks_lib.save(work / "masks", result.masks, metadata)
