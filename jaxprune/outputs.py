@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 RUN_FORMAT = "jaxprune-run/1"
 EXPORT_FORMAT = "jaxprune-export/1"
 EXPORT_MARKER = ".jaxprune.json"
-KINDS = {"run": "prune run", "export": "export", "report": "compare report"}
+KINDS = {"run": "a prune run", "export": "an export", "report": "a compare report"}
 _RUN_KEYS = {"model", "options", "block_sparsity", "versions"}  # run.json written before RUN_FORMAT
 _UNFINISHED_RUN = {"state", "masks", "weights"}
 
@@ -138,11 +138,11 @@ def claim_dir(out: str | os.PathLike, kind: str, *, overwrite: bool = False, inp
         f"{flag} {raw} already exists and holds files jaxprune did not write: choose another {flag}"
         " (jaxprune replaces only its own runs, exports and reports)")
   if found != kind:
-    raise JaxpruneError(f"{flag} {raw} holds a jaxprune {KINDS[found]}, not a {what}: choose another {flag}")
+    raise JaxpruneError(f"{flag} {raw} holds {KINDS[found]} of jaxprune, not {what}: choose another {flag}")
   unfinished = kind == "run" and not (path / "run.json").exists()
   if not overwrite and not unfinished:
-    finished = "finished run" if kind == "run" else what
-    raise JaxpruneError(f"{flag} {raw} already holds a {finished}: choose another {flag} or pass --overwrite")
+    finished = "a finished run" if kind == "run" else what
+    raise JaxpruneError(f"{flag} {raw} already holds {finished}: choose another {flag} or pass --overwrite")
   return Claim(path, kind, replace=True)
 
 
