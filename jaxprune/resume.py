@@ -44,9 +44,12 @@ class BlockCheckpointer:
     fingerprint: JSON-able description of everything that determines the
       masks; a saved state with another fingerprint is refused.
     shapes: HF name -> [out, in] of every prunable linear (to restore masks).
+    on_restore: called as ``on_restore(finished_blocks)`` once a saved state
+      has been read back.
   """
 
-  def __init__(self, directory: str | Path, fingerprint: dict[str, Any], shapes: dict[str, tuple[int, int]]):
+  def __init__(self, directory: str | Path, fingerprint: dict[str, Any], shapes: dict[str, tuple[int, int]],
+               on_restore=None):
     import orbax.checkpoint as ocp
 
     self.directory = Path(directory).absolute()
@@ -57,6 +60,7 @@ class BlockCheckpointer:
         options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
     )
     self.saved = self._manager.latest_step()  # the last step known complete on disk
+    self._on_restore = on_restore
 
   def save(self, step: int, masks, statistics, new_weights, activations) -> None:
     """Save block ``step - 1``'s results (only its own) and the next inputs.
@@ -113,7 +117,7 @@ class BlockCheckpointer:
     options or cannot be read (a corrupt or truncated file).
     """
     try:
-      return self._restore(mesh)
+      restored = self._restore(mesh)
     except JaxpruneError:
       raise
     except Exception as err:  # Orbax/TensorStore raise many types for damaged files
@@ -122,6 +126,9 @@ class BlockCheckpointer:
           f"the saved state of the unfinished run in {self.directory.parent} cannot be read"
           f" ({type(err).__name__}: {first}): pass --overwrite to start the run over"
       ) from None
+    if restored is not None and self._on_restore is not None:
+      self._on_restore(restored[0])
+    return restored
 
   def _restore(self, mesh):
     import orbax.checkpoint as ocp

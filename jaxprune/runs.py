@@ -121,10 +121,8 @@ def prune_run(loaded, calib_tokens: np.ndarray, config: pruning.PruneConfig, run
                          "model, calibration tokens or options")
   work = _prepare(claim, run.overwrite)
   shapes = {l.name: l.shape for l in loaded.spec.linears}
-  checkpointer = BlockCheckpointer(work / "state", fingerprint, shapes)
-  done = checkpointer.saved
-  if done and on_resume is not None:
-    on_resume(done, loaded.spec.num_layers)
+  announce = None if on_resume is None else (lambda done: on_resume(done, loaded.spec.num_layers))
+  checkpointer = BlockCheckpointer(work / "state", fingerprint, shapes, on_restore=announce)
   started = time.perf_counter()
   failures.keep(f"the finished blocks are kept in {work}: rerun the same command to resume")
   try:
