@@ -96,7 +96,7 @@ def test_dead_process_stops_the_other_fast_with_one_line(tiny, tmp_path, victim)
   out = tmp_path / "run"
   procs = _launch(tiny, out, _free_port(), tmp_path)
   deadline = time.monotonic() + 90
-  while not out.exists():  # both joined and loaded the model: pruning starts
+  while not out.with_name(f".{out.name}.jaxprune-partial").exists():  # both joined and loaded the model
     assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "the run did not start"
     time.sleep(0.05)
   os.killpg(procs[victim].pid, signal.SIGKILL)
