@@ -406,7 +406,7 @@ def _end(code: int, argv: list[str] | None) -> int:
   """
   if argv is None:
     sys.stdout.flush()
-    sys.stderr.flush()
+    failures.silence_stderr()
     os._exit(code)  # pylint: disable=protected-access
   return code
 
@@ -421,23 +421,24 @@ def main(argv: list[str] | None = None) -> int:
   if not args.verbose:  # Orbax logs its threads' tracebacks; the error reaches the handler below
     logging.getLogger("absl").setLevel(logging.CRITICAL)
   failures.reset()
+  failures.program_run(argv is None)
   previous = failures.handle_sigterm()
   try:
     return int(args.func(args) or 0)
   except JaxpruneError as err:
-    print(f"jaxprune {args.command}: error: {err}", file=sys.stderr)
+    failures.report(f"jaxprune {args.command}: error: {err}")
     return 2
   except BrokenPipeError:  # `jaxprune ... | head`
     sys.stderr.close()
     return 0
   except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM
-    print(f"jaxprune {args.command}: interrupted; {failures.kept()}", file=sys.stderr)
+    failures.report(f"jaxprune {args.command}: interrupted; {failures.kept()}")
     return _end(143 if isinstance(err, failures.Terminated) else 130, argv)
   except Exception as err:  # file-system faults, also when Orbax or TensorStore wrap them
     cause = failures.os_error_in(err)
     if cause is None:
       raise
-    print(f"jaxprune {args.command}: error: {failures.os_error_line(cause)}", file=sys.stderr)
+    failures.report(f"jaxprune {args.command}: error: {failures.os_error_line(cause)}")
     return _end(1, argv)
   finally:
     failures.restore_sigterm(previous)

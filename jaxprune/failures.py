@@ -7,10 +7,17 @@ after a failure (a prune's finished blocks), so that the line can say so.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import logging
+import os
 import signal
+import sys
+
+log = logging.getLogger(__name__)
 
 _kept: list[str] = []
+_program: dict = {"run": False}  # a `jaxprune` process (not a call of cli.main from Python)
 
 
 def keep(note: str) -> None:
@@ -97,3 +104,52 @@ def restore_sigterm(previous) -> None:
   """Put back the handler `handle_sigterm` replaced."""
   if previous is not None:
     signal.signal(signal.SIGTERM, previous)
+
+
+def program_run(flag: bool) -> None:
+  """Say whether this process is the `jaxprune` program (it may then silence its stderr after a fault)."""
+  _program["run"] = flag
+  _program.pop("stderr", None)
+
+
+@contextlib.contextmanager
+def quiet_writes():
+  """In a program run, hide file descriptor 2 while Orbax writes; after a failure, for good.
+
+  A failed Orbax write leaves TensorStore threads that print tracebacks of
+  their late callbacks; the program is then ending with one line, which
+  `report` still sends to the real stderr.
+  """
+  if not _program["run"] or "stderr" in _program:
+    yield
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  silence_stderr()
+  try:
+    yield
+  except BaseException:
+    _program["stderr"] = saved
+    raise
+  os.dup2(saved, 2)
+  os.close(saved)
+
+
+def report(line: str) -> None:
+  """Print the one line of a failed command (to the real stderr, also after `quiet_cleanup`)."""
+  if "stderr" in _program:
+    os.write(_program["stderr"], (line + "\n").encode())
+  else:
+    print(line, file=sys.stderr)
+
+
+def silence_stderr() -> None:
+  """Send whatever is still written to file descriptor 2 to /dev/null (a program about to end).
+
+  After a failed Orbax write, TensorStore's threads print tracebacks of their
+  own late callbacks; the one line that explains the failure is already out.
+  """
+  sys.stderr.flush()
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  os.close(devnull)

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from jaxprune import failures
 from jaxprune import masks as masks_lib
 from jaxprune.errors import JaxpruneError
 
@@ -77,22 +78,23 @@ class BlockCheckpointer:
         "weights": {_key(k): np.asarray(v) for k, v in new_weights.items()},
     }
     names = {kind: sorted(_unkey(k) for k in tree) for kind, tree in results.items()}
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
-      ckptr.save(self.directory / "blocks" / f"{step:05d}", force=True,
-                 args=ocp.args.Composite(results=ocp.args.StandardSave(results),
-                                         names=ocp.args.JsonSave(names)))
-    meta = {
-        "fingerprint": self.fingerprint,
-        "step": step,
-        "activations": [list(x.shape) for x in (activations or [])],
-        "activation_dtype": str(activations[0].dtype) if activations else "float32",
-    }
-    arrays = {f"mb{i:05d}": x for i, x in enumerate(activations or [])} or {"none": np.zeros((1,), np.int8)}
-    self._manager.save(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
-    )
-    self._manager.wait_until_finished()
+    with failures.quiet_writes():  # a failed write's late thread tracebacks stay hidden
+      with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+        ckptr.save(self.directory / "blocks" / f"{step:05d}", force=True,
+                   args=ocp.args.Composite(results=ocp.args.StandardSave(results),
+                                           names=ocp.args.JsonSave(names)))
+      meta = {
+          "fingerprint": self.fingerprint,
+          "step": step,
+          "activations": [list(x.shape) for x in (activations or [])],
+          "activation_dtype": str(activations[0].dtype) if activations else "float32",
+      }
+      arrays = {f"mb{i:05d}": x for i, x in enumerate(activations or [])} or {"none": np.zeros((1,), np.int8)}
+      self._manager.save(
+          step,
+          args=ocp.args.Composite(state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
+      )
+      self._manager.wait_until_finished()
     self.saved = step
 
   def _restore_block(self, step: int):
@@ -166,14 +168,15 @@ class BlockCheckpointer:
 
   def abandon(self) -> None:
     """After a failure: let Orbax's background writes end before the error is reported."""
-    try:
-      self._manager.wait_until_finished()
-    except Exception as err:  # the same fault, already being raised
-      log.info("pending state writes failed too: %s", err)
-    try:
-      self._manager.close()
-    except Exception as err:
-      log.info("closing the state writer failed: %s", err)
+    with failures.quiet_writes():
+      try:
+        self._manager.wait_until_finished()
+      except Exception as err:  # the same fault, already being raised
+        log.info("pending state writes failed too: %s", err)
+      try:
+        self._manager.close()
+      except Exception as err:
+        log.info("closing the state writer failed: %s", err)
 
   def finish(self) -> None:
     self._manager.wait_until_finished()
