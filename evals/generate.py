@@ -300,8 +300,10 @@ def generate_ids(
   eos = jnp.asarray(sorted(set(eos_ids)) or [PAD], jnp.int32)
   temperature, top_p = jnp.float32(config.temperature), jnp.float32(config.top_p)
   out: list[list[list[int]]] = [[[] for _ in range(num_samples)] for _ in prompts]
-  for first in range(0, len(rows), batch):
-    chunk_rows = rows[first:first + batch]
+  # A partial batch goes first, with the shortest prompts: its empty rows then pad short prompts, not long ones.
+  ends = list(range(len(rows), 0, -batch))[::-1]
+  for first, end in zip([0, *ends[:-1]], ends):
+    chunk_rows = rows[first:end]
     width = _round_up(max(len(prompts[i]) for i, _ in chunk_rows), config.prompt_multiple)
     tokens = np.full((batch, width), PAD, np.int32)
     for r, (i, _) in enumerate(chunk_rows):
@@ -344,7 +346,7 @@ def generate_ids(
       out[i][s] = _strip(generated[r][:config.max_new_tokens], eos_ids)
       _tally(stats, clock, tokens=len(out[i][s]))
     if on_batch is not None:
-      on_batch(min(first + batch, len(rows)))
+      on_batch(end)
   return out
 
 
