@@ -67,7 +67,7 @@ class EvalConfig:
   temperature: float = 0.8
   top_p: float = 0.95
   max_new_tokens: int = 512
-  gen_batch_size: int = 16
+  gen_batch_size: int = 64
   chat: bool = False
   seed: int = 0
   samples: bool = True

@@ -321,21 +321,24 @@ def _add_eval(sub) -> None:
                       " humaneval, humaneval-java, humaneval-cpp, humaneval-js, hellaswag, arc_easy, arc_challenge,"
                       " boolq, winogrande, openbookqa, piqa, gsm8k, meteor-en-fr, meteor-fr-en")
   p.add_argument("--out", default=None, help="JSON file to write (metrics, config, versions, timings)")
-  p.add_argument("--seqlen", type=int, default=512, help="tokens per perplexity window")
-  p.add_argument("--max-windows", type=int, default=64, help="perplexity windows per source at most")
-  p.add_argument("--batch-size", type=int, default=4, help="rows per compiled scoring call")
+  p.add_argument("--seqlen", type=int, default=tasks.EvalConfig.seqlen, help="tokens per perplexity window")
+  p.add_argument("--max-windows", type=int, default=tasks.EvalConfig.max_windows, help="perplexity windows per source at most")
+  p.add_argument("--batch-size", type=int, default=tasks.EvalConfig.batch_size, help="rows per compiled scoring call")
   p.add_argument("--limit", type=int, default=None, help="problems/examples per task at most (quick looks)")
   p.add_argument("--data", action="append", default=[], metavar="TASK=PATH",
                  help="local data of a task, e.g. --data hellaswag=hellaswag_val.jsonl (repeatable);"
                       " wordnet=DIR for METEOR's WordNet (default /usr/share/wordnet)")
   p.add_argument("--greedy", action="store_true", help="HumanEval: greedy pass@1 instead of n samples")
-  p.add_argument("--num-samples", type=int, default=20, help="HumanEval samples per problem")
-  p.add_argument("--temperature", type=float, default=0.8, help="HumanEval sampling temperature")
-  p.add_argument("--top-p", type=float, default=0.95, help="HumanEval nucleus mass")
-  p.add_argument("--max-new-tokens", type=int, default=512, help="generated tokens per completion at most")
-  p.add_argument("--gen-batch-size", type=int, default=16, help="rows per compiled generation call")
-  p.add_argument("--chat", action="store_true", help="wrap generation prompts in the chat template")
-  p.add_argument("--seed", type=int, default=0, help="seed of sampling")
+  p.add_argument("--num-samples", type=int, default=tasks.EvalConfig.num_samples, help="HumanEval samples per problem")
+  p.add_argument("--temperature", type=float, default=tasks.EvalConfig.temperature, help="HumanEval sampling temperature")
+  p.add_argument("--top-p", type=float, default=tasks.EvalConfig.top_p, help="HumanEval nucleus mass")
+  p.add_argument("--max-new-tokens", type=int, default=tasks.EvalConfig.max_new_tokens,
+                 help="generated tokens per completion at most")
+  p.add_argument("--gen-batch-size", type=int, default=tasks.EvalConfig.gen_batch_size,
+                 help="rows per compiled generation call (%(default)s; live rows move to smaller batches as rows finish)")
+  p.add_argument("--chat", action="store_true",
+                 help="prompt through the chat template (code tasks: an answer that opens a code block with the prompt)")
+  p.add_argument("--seed", type=int, default=tasks.EvalConfig.seed, help="seed of sampling")
   p.add_argument("--samples", action=argparse.BooleanOptionalAction, default=tasks.EvalConfig.samples,
                  help="keep in the JSON every code completion with its status and output tail, gsm8k's completions"
                       " and METEOR's translations (--no-samples: metrics and counts only)")
