@@ -204,14 +204,22 @@ def decode(tree_def, params, state, logits: jax.Array, done: jax.Array, row_keys
   return tokens.T, logits, done, state
 
 
-def caching_model(model: model_parts.TransformerLM, batch: int, cache_len: int):
-  """(tree_def, params, initial state) of ``model`` in KV-caching mode for fixed shapes."""
+def decoding_model(model: model_parts.TransformerLM) -> model_parts.TransformerLM:
+  """``model`` adjusted for decoding: logits of the last position only, row-gather embeddings,
+  multi-axis weights stored inputs first (copies of those weights: make it once per call)."""
   body = list(model.body.sublayers)
   last = max(i for i, layer in enumerate(body) if isinstance(layer, model_parts.TransformerBlock))
   body.insert(last + 1, LastPosition())
   model = dataclasses.replace(model, body=pz.nn.Sequential(body))
   model = pz.select(model).at_instances_of(pz.nn.EmbeddingLookup).apply(lambda layer: TakeEmbedding(layer.table))
-  model = pz.select(model).at_instances_of(pz.nn.Linear).apply(_inputs_first)
+  return pz.select(model).at_instances_of(pz.nn.Linear).apply(_inputs_first)
+
+
+def caching_model(model: model_parts.TransformerLM, batch: int, cache_len: int):
+  """(tree_def, params, initial state) of a `decoding_model` in KV-caching mode for fixed shapes.
+
+  The parameters are the model's own arrays; the state is a new, empty cache.
+  """
   cached = sampling_mode.KVCachingTransformerLM.from_uncached(model, cache_len, {"batch": batch}, pad_id=PAD)
   tree_def, params = pz.unbind_params(cached, freeze=True)
   tree_def, state = pz.unbind_state_vars(tree_def, freeze=True)
@@ -296,7 +304,7 @@ def generate_ids(
   rows = sorted(((i, s) for i in range(len(prompts)) for s in range(num_samples)), key=lambda r: len(prompts[r[0]]))
   batch = min(config.batch_size, 1 << (len(rows) - 1).bit_length())  # few rows: a smaller power-of-two batch
   sizes = shrink_sizes(batch, config.shrink)
-  compiled: dict[tuple[int, int], Any] = {}  # (rows, cache length) -> caching model
+  model = decoding_model(model)
   eos = jnp.asarray(sorted(set(eos_ids)) or [PAD], jnp.int32)
   temperature, top_p = jnp.float32(config.temperature), jnp.float32(config.top_p)
   out: list[list[list[int]]] = [[[] for _ in range(num_samples)] for _ in prompts]
@@ -311,7 +319,7 @@ def generate_ids(
     keys = jnp.stack([row_key(config.seed, i, s) for i, s in chunk_rows]
                      + [jax.random.key(0)] * (batch - len(chunk_rows)))
     done = np.arange(batch) >= len(chunk_rows)
-    tree_def, params, init_state = _compiled(compiled, model, batch, width + steps)
+    tree_def, params, init_state = caching_model(model, batch, width + steps)  # a new, empty cache
     clock = time.perf_counter()
     logits, state = prefill(tree_def, params, init_state, jnp.asarray(tokens))
     logits.block_until_ready()
@@ -323,7 +331,7 @@ def generate_ids(
       smaller = [size for size in sizes if size >= len(live)][-1]
       if smaller < len(slots):  # gather the live rows into a smaller batch
         keep = np.concatenate([live, np.flatnonzero(done)[:smaller - len(live)]])
-        tree_def, params, _ = _compiled(compiled, model, smaller, width + steps)
+        tree_def, params, _ = caching_model(model, smaller, width + steps)  # its empty cache is dropped
         state, logits, keys = take_rows(state, logits, keys, jnp.asarray(keep, jnp.int32))
         slots, done = slots[keep], done[keep]
       new, logits, done_dev, state = decode(
@@ -348,13 +356,6 @@ def generate_ids(
     if on_batch is not None:
       on_batch(end)
   return out
-
-
-def _compiled(cache: dict, model, batch: int, cache_len: int):
-  """`caching_model` of (batch, cache_len), made once per `generate_ids` call."""
-  if (batch, cache_len) not in cache:
-    cache[(batch, cache_len)] = caching_model(model, batch, cache_len)
-  return cache[(batch, cache_len)]
 
 
 def _tally(stats: dict[str, float] | None, clock: float, **counts: float | None) -> float:
