@@ -84,8 +84,10 @@ def markdown(args, cells: dict[tuple[str, str], dict], elapsed: float) -> str:
   published = PUBLISHED.get(args.model, {})
   lines = [
       f"# Dense fidelity: {args.model}, greedy HumanEval pass@1 in four languages", "",
-      f"Made by `{args.command}` ({elapsed / 60:.0f} min for the cells this invocation ran on this machine;"
-      " cells already in `dense/` were reused). Each cell's JSON in `dense/<prompting>/<task>.json` holds every"
+      f"Made by `{args.command}`"
+      + (" from the cells already in `dense/`." if args.table_only else
+         f" ({elapsed / 60:.0f} min for the cells this invocation ran; cells already in `dense/` were reused).")
+      + " Each cell's JSON in `dense/<prompting>/<task>.json` holds every"
       " completion, its status and the tail of its program's output.", "",
       "| language | published | raw prompt | chat prompt | problems |",
       "|---|---|---|---|---|",
@@ -123,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--limit", type=int, default=None, help="first N problems per task (default: all)")
   parser.add_argument("--max-new-tokens", type=int, default=512)
   parser.add_argument("--gen-batch-size", type=int, default=64)
+  parser.add_argument("--table-only", action="store_true",
+                      help="write dense.md from the cells already made, running none (cells still missing show as –)")
   parser.add_argument("--notes", default=None, help="a markdown file appended to dense.md (findings, explanations)")
   args = parser.parse_args(argv)
   args.out = args.out or f"results/{args.model}"
@@ -132,12 +136,13 @@ def main(argv: list[str] | None = None) -> None:
   import converters
 
   start = time.perf_counter()
-  loaded = converters.load_model(args.model)
   cells = {}
-  for prompting in args.prompting:
-    for task in args.tasks:
-      cells[(prompting, task)] = run_cell(args, loaded, prompting, task)
-      log.info("%s %s: %s", prompting, task, _cell_text(cells[(prompting, task)]))
+  if not args.table_only:
+    loaded = converters.load_model(args.model)
+    for prompting in args.prompting:
+      for task in args.tasks:
+        cells[(prompting, task)] = run_cell(args, loaded, prompting, task)
+        log.info("%s %s: %s", prompting, task, _cell_text(cells[(prompting, task)]))
   # Cells of the other promptings already on disk join the table too.
   for prompting in PROMPTINGS:
     for task in args.tasks:
