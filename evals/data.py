@@ -55,7 +55,14 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
   stripped = text.lstrip()
   if stripped.startswith("["):
     return list(json.loads(stripped))
-  return [json.loads(line) for line in text.splitlines() if line.strip()]
+  rows = []
+  for number, line in enumerate(text.splitlines(), start=1):
+    if line.strip():
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError as err:  # its own line number counts within the one line
+        raise ValueError(f"line {number}, column {err.colno}: {err.msg}") from None
+  return rows
 
 
 def _read_datasets(path: Path, splits: Sequence[str]) -> list[dict[str, Any]]:

@@ -124,10 +124,17 @@ FORMATS: dict[str, Format] = {
 def load_docs(task: str, path: str | None = None, limit: int | None = None) -> list[Doc]:
   fmt = FORMATS[task]
   rows = data.load_rows(task, path, fmt.layout, fmt.splits, fmt.fields)
-  try:
-    docs = [fmt.parse(r) for r in rows[:limit]]
-  except (KeyError, ValueError, TypeError, IndexError) as err:
-    raise JaxpruneError(f"{task}: a row does not fit the format ({type(err).__name__}: {err}): give {fmt.layout}") from None
+  docs = []
+  for n, row in enumerate(rows[:limit], start=1):
+    try:
+      doc = fmt.parse(row)
+    except (KeyError, ValueError, TypeError, IndexError) as err:
+      raise JaxpruneError(
+          f"{task}: row {n} does not fit the format ({type(err).__name__}: {err}): give {fmt.layout}") from None
+    if not 0 <= doc.gold < len(doc.choices):
+      raise JaxpruneError(f"{task}: row {n} names answer {doc.gold}, but has {len(doc.choices)} choices"
+                          f" (0 to {len(doc.choices) - 1}): fix or drop that row")
+    docs.append(doc)
   return docs
 
 
@@ -195,8 +202,8 @@ def accuracy(docs: Sequence[Doc], lls: np.ndarray) -> dict[str, Any]:
     hits.append(float(np.argmax(scores) == doc.gold))
     hits_norm.append(float(np.argmax(scores / lengths) == doc.gold))
 
-  def stderr(x: list[float]) -> float:
-    return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
+  def stderr(x: list[float]) -> float | None:
+    return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else None  # JSON has no NaN
 
   return {"acc": float(np.mean(hits)), "acc_norm": float(np.mean(hits_norm)),
           "acc_stderr": stderr(hits), "acc_norm_stderr": stderr(hits_norm)}

@@ -139,14 +139,18 @@ def _run_corpora(args) -> int:
 def _add_prune(sub) -> None:
   p = sub.add_parser("prune", help="prune a model with domain calibration data (Wanda by default)")
   p.add_argument("--model", default=DEFAULT_MODEL, help="HF folder, .gguf file or built-in name (default: %(default)s)")
-  p.add_argument("--calib", default="python",
-                 help="calibration domain (python, java, cpp, javascript, english, ...), hf:NAME, or a text file/folder")
-  p.add_argument("--calib-tokens", default=None, help="explicit calibration tokens: a .npy int array [n, seqlen]")
+  p.add_argument("--calib", default=None,
+                 help="calibration domain (python, java, cpp, javascript, english, ...), hf:NAME, or a text file/folder"
+                 f" (default: {CALIBRATION_DEFAULTS['calib']})")
+  p.add_argument("--calib-tokens", default=None,
+                 help="explicit calibration tokens: a .npy int array [n, seqlen] (instead of --calib, --nsamples, --seqlen)")
   p.add_argument("--sparsity", type=float, default=0.5, help="fraction of weights pruned (unstructured)")
   p.add_argument("--pattern", default="unstructured", help="unstructured, or N:M such as 2:4 or 4:8")
   p.add_argument("--method", default="wanda", help="wanda, magnitude, ria or sparsegpt")
-  p.add_argument("--nsamples", type=int, default=128, help="calibration sequences")
-  p.add_argument("--seqlen", type=int, default=512, help="tokens per calibration sequence")
+  p.add_argument("--nsamples", type=int, default=None,
+                 help=f"calibration sequences (default: {CALIBRATION_DEFAULTS['nsamples']})")
+  p.add_argument("--seqlen", type=int, default=None,
+                 help=f"tokens per calibration sequence (default: {CALIBRATION_DEFAULTS['seqlen']})")
   p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
   p.add_argument("--no-sequential", dest="sequential", action="store_false",
                  help="take every statistic from the dense model in one pass")
@@ -188,6 +192,26 @@ def _distributed_config(args):
       num_processes=args.num_processes, process_id=args.process_id,
       init_timeout_s=args.init_timeout, heartbeat_timeout_s=args.heartbeat_timeout,
   )
+
+
+CALIBRATION_DEFAULTS = {"calib": "python", "nsamples": 128, "seqlen": 512}
+"""What --calib, --nsamples and --seqlen mean when not given (and --calib-tokens is not either)."""
+
+
+def _calibration_flags(args) -> argparse.Namespace:
+  """``args`` with the defaults of --calib, --nsamples, --seqlen filled in; refuses --calib-tokens beside them."""
+  from jaxprune.errors import JaxpruneError
+
+  given = [name for name in CALIBRATION_DEFAULTS if getattr(args, name) is not None]
+  if args.calib_tokens and given:
+    flags = ", ".join(f"--{name}" for name in given)
+    raise JaxpruneError(f"--calib-tokens gives the calibration sequences (its array's shape sets their number and"
+                        f" length): drop {flags}, or drop --calib-tokens")
+  if args.calib_tokens:
+    return args
+  filled = {name: default if getattr(args, name) is None else getattr(args, name)
+            for name, default in CALIBRATION_DEFAULTS.items()}
+  return argparse.Namespace(**{**vars(args), **filled})
 
 
 def _calibration_tokens(args, loaded):
@@ -233,6 +257,7 @@ def _run_prune(args) -> int:
       owl_m=args.owl_m, owl_lambda=args.owl_lambda,
   )
   config.validate()  # fail on bad options before the slow model load
+  args = _calibration_flags(args)
   from converters.loading import parameter_dtype
   from jaxprune import outputs
 

@@ -198,8 +198,9 @@ def _catalogue_group(path: Path) -> Group:
 
 
 def _local_groups(names: Sequence[str], root: Path) -> list[Group]:
-  return [hfdata.dataset_group(hfdata.HfSpec(n), root, group_name=n)
-          for n in names if hfdata.find_local(n, root) is not None]
+  # Only where the documentation says (the cache's local/ folder, the hub cache), never ./NAME.
+  return [hfdata.dataset_group(hfdata.HfSpec(n), root, group_name=n, paths=False)
+          for n in names if hfdata.find_local(n, root, paths=False) is not None]
 
 
 def _translation(root: Path) -> Corpus:
@@ -262,7 +263,7 @@ DOMAINS: dict[str, Domain] = {d.name: d for d in (
     Domain("math", "math", "local GSM8K / MathQA data only", _math),
     Domain("csr", "csr", "commonsense reasoning: local OpenBookQA / HellaSwag data only", _csr),
     Domain("generic", "prose", "local C4 data, else english", _generic,
-           lambda root: () if hfdata.find_local("c4", root) else tuple(d for _, d, *_ in ENGLISH_DEBS)),
+           lambda root: () if hfdata.find_local("c4", root, paths=False) else tuple(d for _, d, *_ in ENGLISH_DEBS)),
 )}
 
 

@@ -136,10 +136,14 @@ def parse(spec: str) -> HfSpec:
   return HfSpec(parts[0], (parts[1:2] or [None])[0] or None, (parts[2:3] or [None])[0] or None)
 
 
-def find_local(name: str, cache_root: Path) -> tuple[Path, bool] | None:
-  """Where a dataset is on this machine (a path, CACHE/local/NAME, the hub cache), and whether in the hub cache."""
+def find_local(name: str, cache_root: Path, *, paths: bool = True) -> tuple[Path, bool] | None:
+  """Where a dataset is on this machine (a path, CACHE/local/NAME, the hub cache), and whether in the hub cache.
+
+  ``paths=False`` (a built-in domain's dataset, not one the user named): only
+  the cache and the hub cache, never a folder that happens to share the name.
+  """
   path = Path(name).expanduser()
-  if path.exists():
+  if paths and path.exists():
     return path, False
   if (cache_root / "local" / name).exists():
     return cache_root / "local" / name, False
@@ -209,11 +213,11 @@ def _formatter(label: str, field: str | None, layout: Layout | None, columns: li
   )
 
 
-def dataset_group(spec: HfSpec, cache_root: Path, group_name: str | None = None) -> Group:
-  """A group whose documents are the rows of a local dataset (one unit per row)."""
+def dataset_group(spec: HfSpec, cache_root: Path, group_name: str | None = None, *, paths: bool = True) -> Group:
+  """A group whose documents are the rows of a local dataset (one unit per row); ``paths`` as `find_local`."""
   label = f"hf:{spec.name}"
   layout = LAYOUTS.get(spec.name)
-  found = find_local(spec.name, cache_root)
+  found = find_local(spec.name, cache_root, paths=paths)
   if found is None:
     known = f"put its files in {cache_root / 'local' / spec.name} or " if layout else ""
     raise JaxpruneError(
