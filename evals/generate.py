@@ -9,9 +9,10 @@ Rows are sorted by prompt length and cut into batches of ``batch_size`` rows
 (the last one padded with empty rows); a batch's prompts are left-padded to
 its longest prompt rounded up to ``prompt_multiple``, and its cache holds that
 width plus ``max_new_tokens`` rounded up to ``chunk``. Each distinct shape
-compiles once. Two jit-compiled pure functions do the work: a
-prefill that fills the cache and returns the last position's logits, and a
-decode of ``chunk`` steps (a `lax.scan`). Between chunks the host decodes the
+compiles once. Jit-compiled pure functions do the work: the prefill
+(`evals.prefill`: a few rows of similar length at a time, written into the
+batch's cache), which fills the cache and gives the last position's logits,
+and a decode of ``chunk`` steps (a `lax.scan`). Between chunks the host decodes the
 new text to check stop strings, so generation ends within one chunk of the
 last row's stop. Random keys are derived per (prompt, sample, step) from one
 seed, so a completion does not depend on how rows were batched.
@@ -36,15 +37,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from penzai import pz
-from penzai.models.transformer import model_parts, sampling_mode
+from penzai.models.transformer import model_parts
 
+from evals import prefill
 from evals.decoding_model import decoding_model
+from evals.prefill import PAD
 from jaxprune.errors import JaxpruneError
 
 log = logging.getLogger(__name__)
 
-PAD = -1
-"""Padding id: never a real token, so padding never collides with the model's pad/EOS tokens."""
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")
+_compile_seconds = [0.0]  # seconds JAX has spent tracing, lowering and compiling in this process
+
+
+def _count_compile(event: str, seconds: float, **_unused) -> None:
+  if event in _COMPILE_EVENTS:
+    _compile_seconds[0] += seconds
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compile)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +71,10 @@ class GenerateConfig:
     batch_size: rows per compiled call (prompts x samples are spread over rows); a call with
       fewer rows uses the next power of two instead.
     chunk: decode steps per compiled call between host-side stop checks.
-    prompt_multiple: prompt widths are rounded up to this, so calls with
-      similar prompts reuse one compilation.
+    prompt_multiple: prompt widths (a batch's, and those of its prefill groups)
+      are rounded up to this, so calls with similar prompts reuse one compilation.
+    prefill_rows: prompts run through the model this many rows at a time,
+      each group padded only to its own longest prompt (`evals.prefill`).
     chat: wrap each prompt in the tokenizer's chat template (instruct models).
     seed: seed of the per-row random keys.
     shrink: once at most 1/shrink of a batch's rows are still generating, the
@@ -73,16 +87,19 @@ class GenerateConfig:
   stop: tuple[str, ...] = ()
   batch_size: int = 8
   chunk: int = 16
-  prompt_multiple: int = 64
+  prompt_multiple: int = 32
+  prefill_rows: int = 8
   chat: bool = False
   seed: int = 0
   shrink: int = 4
 
   def __post_init__(self):
-    if min(self.max_new_tokens, self.batch_size, self.chunk, self.prompt_multiple, self.shrink) < 1:
+    if min(self.max_new_tokens, self.batch_size, self.chunk, self.prompt_multiple, self.prefill_rows,
+           self.shrink) < 1:
       raise JaxpruneError(
           f"max_new_tokens={self.max_new_tokens}, batch_size={self.batch_size}, chunk={self.chunk},"
-          f" prompt_multiple={self.prompt_multiple}, shrink={self.shrink}: each must be at least 1")
+          f" prompt_multiple={self.prompt_multiple}, prefill_rows={self.prefill_rows}, shrink={self.shrink}:"
+          " each must be at least 1")
     if self.temperature < 0 or not 0 < self.top_p <= 1:
       raise JaxpruneError(
           f"temperature={self.temperature}, top_p={self.top_p}: need temperature >= 0 and 0 < top_p <= 1")
@@ -120,22 +137,6 @@ def sample_next(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_
   return jax.lax.cond(temperature > 0, sampled, lambda x: jnp.argmax(x, axis=-1).astype(jnp.int32), logits)
 
 
-def _bind(tree_def, params, state):
-  return pz.bind_variables(tree_def, [v.unfreeze_as_copy() for v in (*params, *state)])
-
-
-def _refreeze(model) -> list:
-  return pz.unbind_state_vars(model, freeze=True)[1]
-
-
-@jax.jit
-def prefill(tree_def, params, state, tokens: jax.Array):
-  """Run the left-padded prompts [batch, width] into the cache; (last logits [batch, vocab], state)."""
-  model = _bind(tree_def, params, state)
-  logits = model(pz.nx.wrap(tokens).tag("batch", "seq"))
-  return logits.unwrap("batch", "seq", "vocabulary")[:, -1], _refreeze(model)
-
-
 @functools.partial(jax.jit, static_argnames=("steps",), donate_argnames=("state",))
 def decode(tree_def, params, state, logits: jax.Array, done: jax.Array, row_keys: jax.Array,
            start: jax.Array, temperature: jax.Array, top_p: jax.Array, eos: jax.Array, *, steps: int):
@@ -150,25 +151,12 @@ def decode(tree_def, params, state, logits: jax.Array, done: jax.Array, row_keys
     keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, start + t)
     token = jnp.where(done, PAD, sample_next(logits, keys, temperature, top_p))
     done = done | jnp.isin(token, eos)
-    model = _bind(tree_def, params, state)
+    model = prefill.bind(tree_def, params, state)
     out = model(pz.nx.wrap(token[:, None]).tag("batch", "seq"))
-    return (_refreeze(model), out.unwrap("batch", "seq", "vocabulary")[:, -1], done), token
+    return (prefill.refreeze(model), out.unwrap("batch", "seq", "vocabulary")[:, -1], done), token
 
   (state, logits, done), tokens = jax.lax.scan(step, (state, logits, done), jnp.arange(steps))
   return tokens.T, logits, done, state
-
-
-def caching_model(model: model_parts.TransformerLM, batch: int, cache_len: int):
-  """(tree_def, params, initial state) of a `decoding_model` in KV-caching mode for fixed shapes.
-
-  The parameters are the model's own arrays; the state is a new, empty cache.
-  """
-  cached = sampling_mode.KVCachingTransformerLM.from_uncached(model, cache_len, {"batch": batch}, pad_id=PAD)
-  tree_def, params = pz.unbind_params(cached, freeze=True)
-  tree_def, state = pz.unbind_state_vars(tree_def, freeze=True)
-  # Python ints would be weakly typed on the first call only: a second compilation.
-  state = [dataclasses.replace(v, value=jnp.int32(v.value)) if isinstance(v.value, int) else v for v in state]
-  return tree_def, params, state
 
 
 # --------------------------------------------------------------------------- #
@@ -193,16 +181,12 @@ def shrink_sizes(batch: int, factor: int) -> list[int]:
   return sizes
 
 
-def _is_batched(leaf) -> bool:
-  return isinstance(leaf, pz.nx.NamedArrayBase) and "batch" in leaf.named_shape
-
-
 @jax.jit
 def take_rows(state, logits: jax.Array, keys: jax.Array, rows: jax.Array):
   """The cache ``state``, last ``logits`` and ``keys`` of the batch rows ``rows`` only (in that order)."""
 
   def take(leaf):
-    if not _is_batched(leaf):
+    if not prefill.is_batched(leaf):
       return leaf
     if not isinstance(leaf, pz.nx.NamedArray):
       raise TypeError(f"cache state of type {type(leaf).__name__}: expected NamedArray")
@@ -256,17 +240,16 @@ def generate_ids(
   for first, end in zip([0, *ends[:-1]], ends):
     chunk_rows = rows[first:end]
     width = _round_up(max(len(prompts[i]) for i, _ in chunk_rows), config.prompt_multiple)
-    tokens = np.full((batch, width), PAD, np.int32)
-    for r, (i, _) in enumerate(chunk_rows):
-      tokens[r, width - len(prompts[i]):] = prompts[i]
     keys = jnp.stack([row_key(config.seed, i, s) for i, s in chunk_rows]
                      + [jax.random.key(0)] * (batch - len(chunk_rows)))
     done = np.arange(batch) >= len(chunk_rows)
-    tree_def, params, init_state = caching_model(model, batch, width + steps)  # a new, empty cache
-    clock = time.perf_counter()
-    logits, state = prefill(tree_def, params, init_state, jnp.asarray(tokens))
+    clock = (time.perf_counter(), _compile_seconds[0])
+    tree_def, params, state, logits, positions = prefill.fill(  # a new cache, filled a few alike rows at a time
+        model, [prompts[i] for i, _ in chunk_rows], batch, width, width + steps,
+        group_rows=config.prefill_rows, multiple=config.prompt_multiple)
     logits.block_until_ready()
-    clock = _tally(stats, clock, prefill_s=None, prefill_rows=batch, prefill_tokens=batch * width)
+    clock = _tally(stats, clock, prefill_s=None, prefill_rows=len(chunk_rows), prefill_tokens=positions,
+                   prompt_tokens=sum(len(prompts[i]) for i, _ in chunk_rows))
     generated: list[list[int]] = [[] for _ in range(batch)]
     slots = np.arange(batch)  # slots[k]: the row of `chunk_rows` in compiled row k
     for start in range(0, config.max_new_tokens, config.chunk):
@@ -274,7 +257,7 @@ def generate_ids(
       smaller = [size for size in sizes if size >= len(live)][-1]
       if smaller < len(slots):  # gather the live rows into a smaller batch
         keep = np.concatenate([live, np.flatnonzero(done)[:smaller - len(live)]])
-        tree_def, params, _ = caching_model(model, smaller, width + steps)  # its empty cache is dropped
+        tree_def, params, _ = prefill.caching_model(model, smaller, width + steps)  # its empty cache is dropped
         state, logits, keys = take_rows(state, logits, keys, jnp.asarray(keep, jnp.int32))
         slots, done = slots[keep], done[keep]
       new, logits, done_dev, state = decode(
@@ -301,18 +284,23 @@ def generate_ids(
   return out
 
 
-def _tally(stats: dict[str, float] | None, clock: float, **counts: float | None) -> float:
-  """Add ``counts`` to ``stats`` (a None count: the seconds since ``clock``); the new clock.
+def _tally(stats: dict[str, float] | None, clock: tuple[float, float], **counts: float | None) -> tuple[float, float]:
+  """Add ``counts`` to ``stats`` (a None count: the seconds since ``clock``, less compilation); the new clock.
 
-  Keys: ``prefill_s``/``decode_s`` (seconds), ``prefill_rows``, ``prefill_tokens`` (padded),
+  ``clock`` is (wall time, compile seconds so far). Keys: ``prefill_s``/``decode_s``
+  (seconds running, jit compilation excluded), ``compile_s`` (tracing and
+  compiling new shapes), ``prefill_rows``, ``prompt_tokens``, ``prefill_tokens`` (positions run, padding included),
   ``decode_steps`` (compiled steps), ``decode_row_steps`` (steps x rows of the batch they ran in:
   the tokens paid for) and ``tokens`` (tokens kept): ``1 - tokens / decode_row_steps`` is the
   share of decode work spent on rows that had already finished, or on padding rows.
   """
-  now = time.perf_counter()
+  now = (time.perf_counter(), _compile_seconds[0])
+  compiling = now[1] - clock[1]
   if stats is not None:
     for key, value in counts.items():
-      stats[key] = stats.get(key, 0) + (now - clock if value is None else value)
+      stats[key] = stats.get(key, 0) + (now[0] - clock[0] - compiling if value is None else value)
+    if None in counts.values():
+      stats["compile_s"] = stats.get("compile_s", 0) + compiling
   return now
 
 

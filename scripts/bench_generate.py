@@ -14,7 +14,9 @@ in the same run: compute, the fastest float32 matmul of XLA or PyTorch divided
 by the FLOPs a token needs (2 x every matmul weight: the linears of every
 block and the lm_head; embedding look-ups and attention left out, so the limit
 is optimistic), and memory, B tokens per read of all those weights at the
-measured read bandwidth.
+measured read bandwidth. Beside it, "XLA mm": the tokens/s a decode step would
+reach if it were only its matmuls, each timed with XLA at this batch's shapes
+(what XLA's CPU matmuls allow at decode shapes, below the large-square peak).
 
   python scripts/bench_generate.py --model qwen2.5-coder-0.5b --out results/qwen2.5-coder-0.5b/bench_generate.json
   python scripts/bench_generate.py --quick          # SmolLM2, batch 1 and 4, 32 tokens (~2 min)
@@ -29,6 +31,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -121,6 +124,37 @@ def read_bandwidth_gbs(gib: int = 1, repeats: int = 5) -> float:
   return data.nbytes / best / 1e9
 
 
+def decode_matmuls_tokens_per_s(loaded, batch: int, repeats: int = 5) -> dict[str, Any]:
+  """What XLA's matmuls alone allow at ``batch`` rows: tokens/s if a decode step were only its matmuls.
+
+  Times, in float32 on this machine, ``[batch, in] @ [in, out]`` for every
+  distinct (in, out) of the model's linears and its lm_head (best of
+  ``repeats``), and sums them as often as a decode step runs each. Unlike the
+  roofline's peak (large squares) this is the speed XLA reaches at the shapes
+  decoding actually has; a decode at this rate is bound by matmul efficiency.
+  """
+  import collections
+
+  import jax
+  import jax.numpy as jnp
+
+  shapes = collections.Counter((m.shape[1], m.shape[0]) for m in loaded.spec.linears)
+  shapes[(int(loaded.config.hidden_size), int(loaded.config.vocab_size))] += 1
+  matmul = jax.jit(lambda x, w: x @ w)
+  seconds, rates = 0.0, {}
+  for (k, n), count in sorted(shapes.items()):
+    x, w = jnp.ones((batch, k), jnp.float32), jnp.full((k, n), 0.01, jnp.float32)
+    matmul(x, w).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+      start = time.perf_counter()
+      matmul(x, w).block_until_ready()
+      best = min(best, time.perf_counter() - start)
+    seconds += count * best
+    rates[f"{batch}x{k}x{n}"] = 2 * batch * k * n / best / 1e9
+  return {"tokens_per_s": batch / seconds, "step_s": seconds, "gflops_by_shape": rates}
+
+
 def roofline(weights: int, batch: int, peak_gflops: float, bandwidth_gbs: float) -> dict[str, float]:
   compute = peak_gflops * 1e9 / (2.0 * weights)
   memory = batch * bandwidth_gbs * 1e9 / (4.0 * weights)
@@ -165,24 +199,28 @@ def main(argv: list[str] | None = None) -> None:
     ours, ours_tokens = bench_ours(loaded, prompts, preset["new_tokens"])
     ref, ref_tokens = bench_transformers(model, tokenizer, prompts, preset["new_tokens"])
     limit = roofline(weights, batch, peak, bandwidth)
+    bound = decode_matmuls_tokens_per_s(loaded, batch)
     ours["agrees_with_transformers"] = agreement(ours_tokens, ref_tokens, gen.eos_ids_of(loaded))
     ours["speedup"] = ours["tokens_per_s"] / ref["tokens_per_s"]
     for row in (ours, ref):
       row["roofline"] = limit
       row["fraction_of_roofline"] = row["decode_tokens_per_s"] / limit["tokens_per_s"]
+      row["xla_decode_matmuls"] = bound
+      row["fraction_of_xla_matmuls"] = row["decode_tokens_per_s"] / bound["tokens_per_s"]
     rows += [ours, ref]
 
   print(f"model {args.model}: {weights / 1e6:.0f}M matmul weights per token; float32 matmul peak {peak:.0f} GFLOP/s,"
         f" read bandwidth {bandwidth:.1f} GB/s")
-  print("decode tok/s: generated tokens over the time after the prefill; 'of roof': decode tok/s over the roofline")
+  print("decode tok/s: generated tokens over the time after the prefill; 'of roof': decode tok/s over the roofline;"
+        " 'XLA mm': tok/s if a decode step were only its matmuls, timed at this batch")
   print(f"{'implementation':<40} {'batch':>5} {'s':>7} {'prefill s':>9} {'tok/s':>6} {'decode tok/s':>12}"
-        f" {'roofline':>8} {'of roof':>7} {'1st call s':>10} {'agree':>6}")
+        f" {'roofline':>8} {'of roof':>7} {'XLA mm':>7} {'of mm':>6} {'1st call s':>10} {'agree':>6}")
   for r in rows:
     first = f"{r['first_call_s']:.1f}" if r["first_call_s"] is not None else "-"
     agree = f"{r['agrees_with_transformers']:.2f}" if "agrees_with_transformers" in r else "-"
     print(f"{r['impl'][:40]:<40} {r['batch']:>5} {r['seconds']:>7.2f} {r['prefill_s']:>9.2f} {r['tokens_per_s']:>6.1f}"
           f" {r['decode_tokens_per_s']:>12.1f} {r['roofline']['tokens_per_s']:>8.1f} {r['fraction_of_roofline']:>7.0%}"
-          f" {first:>10} {agree:>6}")
+          f" {r['xla_decode_matmuls']['tokens_per_s']:>7.1f} {r['fraction_of_xla_matmuls']:>6.0%} {first:>10} {agree:>6}")
   if args.out:
     result = {
         "command": "python scripts/bench_generate.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -13,7 +13,7 @@ from penzai import pz
 
 import converters
 from evals import generate as gen
-from evals import scoring
+from evals import prefill, scoring
 from jaxprune.errors import JaxpruneError
 from tests.evals.conftest import make_tiny_with_tokenizer
 from tests.helpers import FAMILY_CASES
@@ -89,10 +89,10 @@ def test_greedy_equals_transformers_generate(tiny):
 def test_no_recompilation_on_a_second_call(tiny):
   _, loaded = tiny
   gen.generate_ids(loaded.model, PROMPTS, CONFIG)
-  sizes = gen.prefill._cache_size(), gen.decode._cache_size()
+  sizes = prefill.prefill._cache_size(), gen.decode._cache_size()
   other = dataclasses.replace(CONFIG, temperature=0.9, top_p=0.5, seed=7)
   gen.generate_ids(loaded.model, [p[::-1] for p in PROMPTS], other)  # same shapes, other options and ids
-  assert (gen.prefill._cache_size(), gen.decode._cache_size()) == sizes
+  assert (prefill.prefill._cache_size(), gen.decode._cache_size()) == sizes
 
 
 def test_samples_do_not_depend_on_batching(tiny):
@@ -239,7 +239,49 @@ def test_stats_count_the_work(tiny):
   _, loaded = tiny
   stats = {}
   out = gen.generate_ids(loaded.model, PROMPTS, dataclasses.replace(CONFIG, shrink=1), stats=stats)
-  assert stats["prefill_rows"] == 4 and stats["prefill_tokens"] == 2 * 8 + 2 * 16  # sorted: widths 8, then 16
+  # sorted, partial batch first: [1 prompt + 1 empty row] x 8, then [2 prompts] x 16; empty rows are not prefilled
+  assert stats["prefill_rows"] == 3 and stats["prompt_tokens"] == 17
+  assert stats["prefill_tokens"] == 2 * 8 + 2 * 16
   assert stats["decode_steps"] == 2 * 16 and stats["decode_row_steps"] == 2 * 2 * 16  # 14 tokens: 4 chunks of 4
   assert stats["tokens"] == sum(len(s[0]) for s in out) == 3 * 14
   assert stats["prefill_s"] > 0 and stats["decode_s"] > 0
+
+
+def test_prefill_in_groups_leaves_the_cache_a_one_array_prefill_leaves(tiny):
+  """`prefill.fill` (rows in groups, shifted into place) equals one left-padded [batch, W] prefill."""
+  _, loaded = tiny
+  model = gen.decoding_model(loaded.model)
+  prompts = sorted(PROMPTS + [[7, 7, 7], list(range(1, 20))], key=len)
+  batch, width, cache_len = 8, 24, 40
+  filled = prefill.fill(model, prompts, batch, width, cache_len, group_rows=2, multiple=4)
+  tokens = np.full((batch, width), prefill.PAD, np.int32)
+  for r, p in enumerate(prompts):
+    tokens[r, width - len(p):] = p
+  tree_def, params, state = prefill.caching_model(model, batch, cache_len)
+  logits, state = prefill.prefill(tree_def, params, state, jnp.asarray(tokens))
+  real = len(prompts)
+  np.testing.assert_allclose(np.asarray(filled.logits)[:real], np.asarray(logits)[:real], atol=1e-5)
+  assert not np.asarray(filled.logits)[real:].any()
+  assert filled.positions == 2 * 4 + 2 * 12 + 2 * 20  # groups of 2 rows (the last: 1 + an empty row): 4, 12, 20 wide
+  for ours, ref in zip(filled.state, state, strict=True):
+    assert ours.label == ref.label
+    for a, b in zip(jax.tree.leaves(ours.value), jax.tree.leaves(ref.value), strict=True):
+      a, b = np.asarray(a), np.asarray(b)
+      if a.ndim and a.shape[0] == batch:  # rows without a prompt hold nothing that is ever read
+        a, b = a[:real], b[:real]
+      if "cache_" in ref.label and ref.label.rsplit("/", 1)[-1] != "cache_end_index":
+        # padded columns are masked: compare the columns holding prompt tokens
+        kept = tokens[:real] != prefill.PAD
+        seq_axis = [i for i, n in enumerate(b.shape) if n == cache_len][0]
+        a, b = np.moveaxis(a, seq_axis, 1)[:, :width][kept], np.moveaxis(b, seq_axis, 1)[:, :width][kept]
+      np.testing.assert_allclose(a, b, atol=1e-5, err_msg=ref.label)
+
+
+@pytest.mark.parametrize("options", [{}, {"temperature": 1.0, "top_p": 0.9}], ids=["greedy", "sampled"])
+def test_prefill_group_size_does_not_change_the_tokens(tiny, options):
+  _, loaded = tiny
+  prompts = PROMPTS + [[7, 7, 7], list(range(1, 20)), [2, 4]]
+  config = dataclasses.replace(CONFIG, batch_size=8, **options)
+  one = gen.generate_ids(loaded.model, prompts, dataclasses.replace(config, prefill_rows=8), num_samples=2)
+  grouped = gen.generate_ids(loaded.model, prompts, dataclasses.replace(config, prefill_rows=3), num_samples=2)
+  assert one == grouped
