@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from evals.tasks import EvalConfig
+
 log = logging.getLogger("reproduce")
 
 # Domains with no local data here fall back as `jaxprune corpora` does.
@@ -38,6 +40,8 @@ class Experiment:
   command: str
   cpu_count: int
   data: tuple[tuple[str, str], ...] = ()
+  chat: bool = False
+  gen_batch_size: int = 64
   runs_reused: int = 0
   runs_made: int = 0
   loaded: Any = dataclasses.field(default=None, repr=False, compare=False)
@@ -52,7 +56,7 @@ class Experiment:
     return cls(model=args.model, out=out, seeds=list(args.seeds), nsamples=args.nsamples, seqlen=args.seqlen,
                eval_windows=args.eval_windows, limit=args.limit, max_new_tokens=args.max_new_tokens,
                command=command, cpu_count=os.cpu_count() or 1, data=parse_data(getattr(args, "data", None)),
-               loaded=converters.load_model(args.model))
+               chat=args.chat, gen_batch_size=args.gen_batch_size, loaded=converters.load_model(args.model))
 
   def record(self) -> dict[str, Any]:
     """The experiment's options for the results JSON (the loaded model is not an option)."""
@@ -67,11 +71,15 @@ class Experiment:
     """What changes a task's number; a cached result must have been made with the same."""
     if task.startswith("ppl:"):
       return {"seqlen": self.seqlen, "eval_windows": self.eval_windows}
-    return {"limit": self.limit, "max_new_tokens": self.max_new_tokens}
+    return {"limit": self.limit, "max_new_tokens": self.max_new_tokens, **({"chat": True} if self.chat else {})}
 
 
-def parse_args(description: str, argv: list[str] | None, *extra: tuple[tuple[str, ...], dict]) -> argparse.Namespace:
-  """The options every reproduction shares: the 2-core preset as defaults, ``--full`` for the paper's sizes."""
+def parse_args(description: str, argv: list[str] | None, *extra: tuple[tuple[str, ...], dict],
+               defaults: dict[str, Any] | None = None) -> argparse.Namespace:
+  """The options every reproduction shares: the 2-core preset as defaults, ``--full`` for the paper's sizes.
+
+  ``defaults`` replaces defaults (a preset); flags given explicitly still win.
+  """
   parser = argparse.ArgumentParser(description=description)
   parser.add_argument("--model", default="smollm2-135m")
   parser.add_argument("--out", default=None, help="default: results/<model>")
@@ -81,9 +89,13 @@ def parse_args(description: str, argv: list[str] | None, *extra: tuple[tuple[str
   parser.add_argument("--eval-windows", type=int, default=16)
   parser.add_argument("--limit", "--humaneval-limit", type=int, default=20, help="problems or examples per task")
   parser.add_argument("--max-new-tokens", type=int, default=128)
+  parser.add_argument("--chat", action="store_true", help="code tasks prompt in the chat template (instruct models)")
+  parser.add_argument("--gen-batch-size", type=int, default=EvalConfig.gen_batch_size,
+                      help="rows per compiled generation call (default %(default)s)")
   parser.add_argument("--full", action="store_true", help="the paper's 128 x 2048 calibration, all 164 problems")
   for flags, options in extra:
     parser.add_argument(*flags, **options)
+  parser.set_defaults(**(defaults or {}))
   args = parser.parse_args(argv)
   if args.full:
     args.nsamples, args.seqlen, args.limit, args.max_new_tokens = 128, 2048, 164, 512
@@ -148,12 +160,25 @@ def _arrays_present(run_dir: Path, config) -> bool:
 
 
 def _summary(task: str, report: dict[str, Any]) -> Any:
-  """A perplexity as a number; any other task's metrics with how many problems or examples it had."""
+  """A perplexity as a number; any other task's metrics with how many problems or examples it had.
+
+  Code tasks also list the problems solved (any sample correct), for paired tests between sub-models.
+  """
   if task.startswith("ppl:"):
     return report["metrics"]["ppl"]
   if "pass@1" in report["metrics"]:
-    return {"pass@1": report["metrics"]["pass@1"], "problems": len(report.get("per_problem", []))}
+    per_problem = report.get("per_problem", {})
+    return {"pass@1": report["metrics"]["pass@1"], "problems": len(per_problem),
+            "solved": sorted(k for k, v in per_problem.items() if v.get("correct"))}
   return {**report["metrics"], "examples": report.get("num_examples")}
+
+
+def _write_json(path: Path, payload: Any) -> None:
+  """``payload`` as JSON at ``path``, written under a temporary name then renamed (never half-written)."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.tmp")
+  tmp.write_text(json.dumps(payload, indent=2))
+  os.replace(tmp, path)
 
 
 def evaluate_cached(exp: Experiment, run_dir: Path | None, name: str, tasks: tuple[str, ...]) -> dict[str, Any]:
@@ -169,14 +194,18 @@ def evaluate_cached(exp: Experiment, run_dir: Path | None, name: str, tasks: tup
   todo = tuple(t for t in tasks if t not in cached)
   if todo:
     loaded, _ = eval_tasks.apply_run(exp.loaded, str(run_dir) if run_dir else None)
-    config = eval_tasks.EvalConfig(
-        model=exp.model, tasks=todo, seqlen=exp.seqlen, max_windows=exp.eval_windows, batch_size=8,
-        data=exp.data, greedy=True, limit=exp.limit, max_new_tokens=exp.max_new_tokens, gen_batch_size=exp.limit)
     log.info("evaluating %s on %s", name, ", ".join(todo))
-    for task, report in eval_tasks.run_tasks(loaded, config).items():
+    for task in todo:  # one task at a time: each finished cell is saved before the next starts
+      config = eval_tasks.EvalConfig(
+          model=exp.model, tasks=(task,), seqlen=exp.seqlen, max_windows=exp.eval_windows, batch_size=8,
+          data=exp.data, greedy=True, limit=exp.limit, max_new_tokens=exp.max_new_tokens,
+          gen_batch_size=exp.gen_batch_size, chat=exp.chat)
+      report = eval_tasks.run_tasks(loaded, config)[task]
+      if "per_problem" in report:  # every completion, status and output tail: the cell's evidence
+        _write_json(exp.out / "evals" / name / f"{task}.json", report)
       cached[task] = _summary(task, report)
       settings[task] = exp.eval_settings(task)
-      path.write_text(json.dumps(cached, indent=2))
+      _write_json(path, cached)
   return cached
 
 

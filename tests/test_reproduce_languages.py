@@ -83,3 +83,50 @@ def test_rerun_reuses_every_run(reproduction):
   _reproduce(model, out)
   assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/run.json")} == before
   assert "pruning 0 sub-models and reusing 25" in (out / "languages.md").read_text()
+
+
+def test_code_cells_keep_their_reports_and_solved_problems(reproduction):
+  _, out = reproduction
+  summary = json.loads((out / "evals" / "wanda50-java-s0.json").read_text())
+  for task in reproduce_languages.HUMANEVAL:
+    report = json.loads((out / "evals" / "wanda50-java-s0" / f"{task}.json").read_text())
+    assert len(report["per_problem"]) == summary[task]["problems"] == 1
+    assert summary[task]["solved"] == sorted(k for k, v in report["per_problem"].items() if v["correct"])
+  report = json.loads((out / "languages.json").read_text())
+  assert set(report["results"]["paired"]) == set(reproduce_languages.HUMANEVAL)
+
+
+def test_paired_test_is_mcnemars_exact_test():
+  a = {"problems": 10, "solved": ["1", "2", "3", "4", "5"]}
+  b = {"problems": 10, "solved": ["1", "6"]}
+  r = reproduce_languages.paired_test(a, b)
+  assert (r["only_a"], r["only_b"]) == (4, 1) and r["difference"] == pytest.approx(0.3)
+  assert r["p"] == pytest.approx(2 * (1 + 5) / 2**5)  # two-sided exact binomial of 4 in 5 at 1/2
+  assert reproduce_languages.paired_test(a, a)["p"] == 1.0
+  assert reproduce_languages.paired_test(a, {"problems": 10, "pass@1": 0.2}) is None  # no per-problem results
+
+
+def test_table4_preset_sets_the_measurement_and_explicit_flags_win():
+  from _reproduce import parse_args
+
+  extra = ((("--calib",), dict(nargs="+", default=list(reproduce_languages.CALIB))),
+           (("--table4",), dict(action="store_true")))
+  args = parse_args("t", ["--table4", "--limit", "5"], *extra, defaults=reproduce_languages.TABLE4)
+  assert args.calib == ["python", "java", "cpp", "javascript", "english"] and args.chat
+  assert (args.nsamples, args.seqlen, args.max_new_tokens, args.limit) == (128, 512, 512, 5)
+
+
+def test_humaneval_tables_mark_the_diagonal_and_the_best(reproduction):
+  exp = type("E", (), {"chat": True, "limit": 3, "max_new_tokens": 8})()
+  cell = lambda solved: {"pass@1": len(solved) / 3, "problems": 3, "solved": solved}
+  he = {"dense": {t: cell(["a", "b"]) for t in reproduce_languages.HUMANEVAL},
+        "wanda50-python": {t: cell(["a"]) for t in reproduce_languages.HUMANEVAL},
+        "wanda50-java": {t: cell(["a", "c"]) for t in reproduce_languages.HUMANEVAL}}
+  results = {"humaneval": he, "baselines": {}, "paired": {"humaneval-java": {
+      "wanda50-python": reproduce_languages.paired_test(he["wanda50-java"]["humaneval-java"],
+                                                        he["wanda50-python"]["humaneval-java"])}}}
+  lines = reproduce_languages.humaneval_tables(exp, results)
+  java_row = next(line for line in lines if line.startswith("| wanda50-java |"))
+  assert java_row.split("|")[3].strip() == "**66.7 (2/3)** ▲"  # humaneval-java: diagonal, best
+  assert any(line.startswith("| humaneval-java | wanda50-python | +33.3 | 1 | 0 | 1.000 |") for line in lines)
+  assert any("-33.3" in line for line in lines if line.startswith("| wanda50-python |"))
