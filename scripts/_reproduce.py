@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ class Experiment:
   gen_batch_size: int = 64
   runs_reused: int = 0
   runs_made: int = 0
+  runs_declared: int = 0
   loaded: Any = dataclasses.field(default=None, repr=False, compare=False)
 
   @classmethod
@@ -60,12 +63,15 @@ class Experiment:
 
   def record(self) -> dict[str, Any]:
     """The experiment's options for the results JSON (the loaded model is not an option)."""
-    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "loaded"}
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+            if f.name not in ("loaded", "runs_declared")}
 
   def timing(self, elapsed: float) -> str:
     """How long this invocation took, and how much of the work came from the cache."""
+    untouched = max(0, self.runs_declared - self.runs_made - self.runs_reused)
     return (f"in {elapsed / 60:.0f} min on this machine ({self.cpu_count} CPU cores), pruning"
-            f" {self.runs_made} sub-models and reusing {self.runs_reused} already in {self.out}/runs")
+            f" {self.runs_made} sub-models and reusing {self.runs_reused} already in {self.out}/runs"
+            + (f" ({untouched} more not needed: their results were cached)" if untouched else ""))
 
   def eval_settings(self, task: str) -> dict[str, Any]:
     """What changes a task's number; a cached result must have been made with the same."""
@@ -181,8 +187,19 @@ def _write_json(path: Path, payload: Any) -> None:
   os.replace(tmp, path)
 
 
-def evaluate_cached(exp: Experiment, run_dir: Path | None, name: str, tasks: tuple[str, ...]) -> dict[str, Any]:
-  """{task: ppl or {pass@1, problems}} of a sub-model (dense when run_dir is None)."""
+def lazy_run(exp: Experiment, name: str, domain: str | None, seed: int, **options) -> Callable[[], Path]:
+  """`prune_cached` of one sub-model, called only when something needs its masks (once)."""
+  exp.runs_declared += 1
+  return functools.cache(lambda: prune_cached(exp, name, domain, seed, **options))
+
+
+def evaluate_cached(exp: Experiment, run: Path | Callable[[], Path] | None, name: str,
+                    tasks: tuple[str, ...]) -> dict[str, Any]:
+  """{task: ppl or {pass@1, problems, solved}} of a sub-model (dense when ``run`` is None).
+
+  ``run`` may be a `lazy_run`: the sub-model is pruned only if a task is not cached yet,
+  so a fresh checkout with every cell committed re-evaluates nothing and prunes nothing.
+  """
   from evals import tasks as eval_tasks
 
   path = exp.out / "evals" / f"{name}.json"
@@ -193,6 +210,7 @@ def evaluate_cached(exp: Experiment, run_dir: Path | None, name: str, tasks: tup
       _mismatch(f"{task} result", path, settings[task], exp.eval_settings(task))
   todo = tuple(t for t in tasks if t not in cached)
   if todo:
+    run_dir = run() if callable(run) else run
     loaded, _ = eval_tasks.apply_run(exp.loaded, str(run_dir) if run_dir else None)
     log.info("evaluating %s on %s", name, ", ".join(todo))
     for task in todo:  # one task at a time: each finished cell is saved before the next starts
@@ -207,6 +225,34 @@ def evaluate_cached(exp: Experiment, run_dir: Path | None, name: str, tasks: tup
       settings[task] = exp.eval_settings(task)
       _write_json(path, cached)
   return cached
+
+
+def mask_distances_cached(exp: Experiment, runs_by_domain: dict[str, list[Callable[[], Path]]],
+                          names: dict[str, list[str]]) -> dict[str, Any]:
+  """`mask_distances`, from ``OUT/distances.json`` if it was computed from the same runs.
+
+  The key is each run's committed run.json (calibration and options), so a
+  fresh checkout reuses the distances without pruning the sub-models again;
+  the plot and the compare report are remade only when the distances are.
+  """
+  path = exp.out / "distances.json"
+
+  def key() -> dict[str, Any]:
+    found = {}
+    for name in (n for runs in names.values() for n in runs):
+      record = exp.out / "runs" / name / "run.json"
+      info = json.loads(record.read_text()) if record.exists() else {}
+      found[name] = {"calibration": {k: v for k, v in (info.get("calibration") or {}).items() if k != "provenance"},
+                     "options": info.get("options")}
+    return found
+
+  if path.exists():
+    cached, now = json.loads(path.read_text()), key()
+    if cached.get("key") == now and all(v["options"] for v in now.values()):
+      return cached["distances"]
+  distances = mask_distances(exp, {d: [run() for run in runs] for d, runs in runs_by_domain.items()})
+  _write_json(path, {"key": key(), "distances": distances})
+  return distances
 
 
 def mask_distances(exp: Experiment, runs_by_domain: dict[str, list[Path]]) -> dict[str, Any]:

@@ -43,9 +43,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from _reproduce import (  # noqa: E402
     Experiment,
     evaluate_cached,
-    mask_distances,
+    lazy_run,
+    mask_distances_cached,
     parse_args,
-    prune_cached,
 )
 
 CALIB = ("python", "java", "cpp", "javascript", "english", "generic")
@@ -209,12 +209,14 @@ def main(argv: list[str] | None = None) -> None:
   results["dense"] = {"ppl": {d: dense[f"ppl:{d}"] for d in EVAL}}
   results["humaneval"]["dense"] = {t: dense[t] for t in HUMANEVAL}
 
-  wanda_runs: dict[str, list[Path]] = {}
+  wanda_runs: dict[str, list] = {}
+  wanda_names: dict[str, list[str]] = {}
   for c in calib:
     per_seed = []
     for seed in args.seeds:
-      run = prune_cached(exp, f"wanda50-{c}-s{seed}", c, seed)
+      run = lazy_run(exp, f"wanda50-{c}-s{seed}", c, seed)  # pruned only if a cell or the distances need it
       wanda_runs.setdefault(c, []).append(run)
+      wanda_names.setdefault(c, []).append(f"wanda50-{c}-s{seed}")
       tasks = ppl_tasks + (HUMANEVAL if seed == args.seeds[0] else ())
       ev = evaluate_cached(exp, run, f"wanda50-{c}-s{seed}", tasks)
       per_seed.append(ev)
@@ -232,14 +234,14 @@ def main(argv: list[str] | None = None) -> None:
     label, options = BASELINES[key]
     for c in ((None,) if key == "magnitude" else calib):
       name = f"{label.replace(' ', '-').replace(':', 'of').replace('%', '')}-{c or 'none'}-s{args.seeds[0]}"
-      run = prune_cached(exp, name, c, args.seeds[0], **options)
+      run = lazy_run(exp, name, c, args.seeds[0], **options)
       own = [t for t in HUMANEVAL if LANGUAGE_OF[t] == c]
       he = {"none": (), "own": tuple(dict.fromkeys(own + ["humaneval"])) if own else (), "all": HUMANEVAL}
       ev = evaluate_cached(exp, run, name, ppl_tasks + he[args.baseline_humaneval])
       results["baselines"][f"{label} · {c or 'no calibration'}"] = {
           "ppl": {d: ev[f"ppl:{d}"] for d in EVAL}, "humaneval": {t: ev[t] for t in he[args.baseline_humaneval]}}
 
-  distances = mask_distances(exp, wanda_runs)
+  distances = mask_distances_cached(exp, wanda_runs, wanda_names)
   elapsed = time.perf_counter() - start
   payload = {"experiment": exp.record(), "results": results, "distances": distances,
              "elapsed_s": elapsed}

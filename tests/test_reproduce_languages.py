@@ -82,7 +82,26 @@ def test_rerun_reuses_every_run(reproduction):
   before = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/run.json")}
   _reproduce(model, out)
   assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/run.json")} == before
-  assert "pruning 0 sub-models and reusing 25" in (out / "languages.md").read_text()
+  # every cell and the distances are cached: nothing is pruned or even loaded again
+  assert "pruning 0 sub-models and reusing 0 already in" in (out / "languages.md").read_text()
+  assert "(25 more not needed: their results were cached)" in (out / "languages.md").read_text()
+
+
+def test_fresh_checkout_with_committed_results_prunes_nothing(reproduction, tmp_path):
+  """What git keeps (run.json, evaluations, distances) is enough to remake the tables."""
+  import shutil
+
+  model, out = reproduction
+  clone = tmp_path / "clone"
+  shutil.copytree(out, clone)
+  for run in (clone / "runs").iterdir():
+    for item in run.iterdir():
+      if item.name != "run.json":
+        shutil.rmtree(item) if item.is_dir() else item.unlink()
+  _reproduce(model, clone)
+  assert "pruning 0 sub-models and reusing 0" in (clone / "languages.md").read_text()
+  assert json.loads((clone / "languages.json").read_text())["results"] == json.loads(
+      (out / "languages.json").read_text())["results"]
 
 
 def test_code_cells_keep_their_reports_and_solved_problems(reproduction):
