@@ -187,6 +187,16 @@ def _write_json(path: Path, payload: Any) -> None:
   os.replace(tmp, path)
 
 
+def _report_fits(exp: Experiment, report: dict[str, Any]) -> bool:
+  """Whether a code task's report was made greedily with this experiment's prompting, tokens and problems."""
+  sampling, config = report.get("sampling", {}), report.get("config", {})
+  limit = config.get("limit")
+  return (sampling.get("num_samples") == 1 and sampling.get("temperature") == 0.0
+          and sampling.get("max_new_tokens") == exp.max_new_tokens and bool(config.get("chat")) == exp.chat
+          and (limit == exp.limit or (limit is None and exp.limit >= report.get("num_problems", 0)
+                                      + len(report.get("excluded", {})))))
+
+
 def lazy_run(exp: Experiment, name: str, domain: str | None, seed: int, **options) -> Callable[[], Path]:
   """`prune_cached` of one sub-model, called only when something needs its masks (once)."""
   exp.runs_declared += 1
@@ -208,6 +218,11 @@ def evaluate_cached(exp: Experiment, run: Path | Callable[[], Path] | None, name
   for task in tasks:
     if task in cached and task in settings:  # entries older than the settings record are trusted
       _mismatch(f"{task} result", path, settings[task], exp.eval_settings(task))
+  for task in tasks:  # a code cell whose full report is here (e.g. committed without its summary) is reused
+    report_path = exp.out / "evals" / name / f"{task}.json"
+    if task not in cached and report_path.exists() and _report_fits(exp, json.loads(report_path.read_text())):
+      cached[task], settings[task] = _summary(task, json.loads(report_path.read_text())), exp.eval_settings(task)
+      _write_json(path, cached)
   todo = tuple(t for t in tasks if t not in cached)
   if todo:
     run_dir = run() if callable(run) else run

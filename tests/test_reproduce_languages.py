@@ -149,3 +149,15 @@ def test_humaneval_tables_mark_the_diagonal_and_the_best(reproduction):
   assert java_row.split("|")[3].strip() == "**66.7 (2/3)** ▲"  # humaneval-java: diagonal, best
   assert any(line.startswith("| humaneval-java | wanda50-python | +33.3 | 1 | 0 | 1.000 |") for line in lines)
   assert any("-33.3" in line for line in lines if line.startswith("| wanda50-python |"))
+
+
+def test_a_full_report_with_the_same_settings_is_reused():
+  from _reproduce import _report_fits
+
+  exp = type("E", (), {"chat": True, "limit": 164, "max_new_tokens": 512})()
+  report = {"sampling": {"num_samples": 1, "temperature": 0.0, "max_new_tokens": 512},
+            "config": {"limit": None, "chat": True}, "num_problems": 156, "excluded": {str(i): "" for i in range(8)}}
+  assert _report_fits(exp, report)  # every problem of the task, as limit 164 asks
+  assert not _report_fits(exp, {**report, "config": {"limit": None, "chat": False}})
+  assert not _report_fits(exp, {**report, "sampling": {**report["sampling"], "max_new_tokens": 256}})
+  assert not _report_fits(type("E", (), {"chat": True, "limit": 20, "max_new_tokens": 512})(), report)
