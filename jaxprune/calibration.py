@@ -272,8 +272,29 @@ def held_out(domain: str, tokenizer, seqlen: int, max_windows: int, *,
   return np.asarray(stream[:k * seqlen], np.int32).reshape(k, seqlen)
 
 
+def portable_path(path: str) -> str:
+  """``path`` as provenance records it: relative under the working folder, ``~/...`` under the home folder.
+
+  A run.json committed with a reproduction then names its corpus files the
+  same way on every machine (never ``/root/...`` of the one that made it).
+  """
+  absolute, cwd, home = Path(path).expanduser().absolute(), Path.cwd(), Path.home()
+  # the working folder only when it is not the home folder or above it (then ~/ says more)
+  bases = ([] if cwd == home or cwd in home.parents else [(cwd, "")]) + [(home, "~/")]
+  for base, shown in bases:
+    try:
+      relative = absolute.relative_to(base)
+    except ValueError:
+      continue
+    return shown + str(relative) if str(relative) != "." else (shown.rstrip("/") or ".")
+  return str(path)
+
+
 def describe(domain: str, *, cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-  """Provenance of a domain for run.json and `jaxprune corpora list`: source, licence, size, readiness."""
+  """Provenance of a domain for run.json and `jaxprune corpora list`: source, licence, size, readiness.
+
+  Paths of the corpus files are `portable_path`s.
+  """
   named = corpora.DOMAINS.get(domain)
   head: dict[str, Any] = {"domain": domain}
   if named:
@@ -285,7 +306,8 @@ def describe(domain: str, *, cache_dir: str | os.PathLike | None = None) -> dict
       raise
     return head | {"ready": False, "fix": str(err)}
   calib, held, positional = _sides(corpus)
-  groups = [{"name": g.name, "documents": len(g.keys), "bytes": g.size(), **g.info} for g in corpus.groups]
+  groups = [{"name": g.name, "documents": len(g.keys), "bytes": g.size(), **g.info,
+             **({"path": portable_path(g.info["path"])} if "path" in g.info else {})} for g in corpus.groups]
   return head | {
       "ready": True,
       "licence": "; ".join(sorted({str(g.get("licence", "unknown")) for g in groups})),

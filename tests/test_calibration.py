@@ -389,3 +389,18 @@ def test_hf_short_name_from_the_local_hub_cache(tmp_path, tok, monkeypatch):
   joined = "".join(text(tok, r) for r in calibration.sample("hf:gsm8k", tok, 2, 64, seed=0))
   assert "?\nIt is " in joined and "wrong config" not in joined
   assert calibration.describe("math")["groups"][0]["path"] == str(snapshot)
+
+
+def test_provenance_paths_are_portable(tmp_path, monkeypatch):
+  from pathlib import Path
+
+  home = tmp_path / "home"
+  (home / "repo").mkdir(parents=True)
+  monkeypatch.setenv("HOME", str(home))
+  monkeypatch.chdir(home / "repo")
+  assert calibration.portable_path(str(home / ".cache" / "x.zip")) == "~/.cache/x.zip"
+  assert calibration.portable_path(str(home / "repo" / "data" / "c.txt")) == "data/c.txt"
+  assert calibration.portable_path("/opt/corpus") == "/opt/corpus"
+  monkeypatch.chdir(home)
+  assert calibration.portable_path(str(home / "repo" / "c.txt")) == "~/repo/c.txt"
+  assert Path(calibration.portable_path(str(home / "repo"))).name == "repo"
