@@ -155,9 +155,19 @@ def start(claim: Claim, *, resume: bool = False) -> Path:
   return partial
 
 
+def _portable_commit_markers(partial: Path) -> None:
+  """Orbax's ``commit_success.txt`` markers name the folder they were written in by its absolute
+  path (the partial folder, on this machine); only their existence matters, so each is rewritten
+  to name its folder relative to the output, and a committed run carries no machine path."""
+  for marker in partial.rglob("commit_success.txt"):
+    where = marker.parent.relative_to(partial).as_posix()
+    marker.write_text(f"Checkpoint commit was successful to {where}")
+
+
 def commit(claim: Claim) -> Path:
   """Move the complete partial folder into place; an old output goes only after."""
   path, partial = claim.path, claim.partial
+  _portable_commit_markers(partial)
   old = path.with_name(f".{path.name}.jaxprune-old")
   if old.exists():
     shutil.rmtree(old)

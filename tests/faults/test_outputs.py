@@ -131,3 +131,12 @@ def test_eval_out_is_checked_before_loading(case, model, tmp_path, capsys, no_mo
   code = cli.main(["eval", "--model", str(model), "--tasks", "ppl:python", "--out", out])
   one_line_error(capsys, code, 2, EVAL_OUT[case][1])
   assert {p: snapshot(p) for p in before} == before
+
+
+def test_finished_run_names_no_machine_path(run_dir):
+  """Orbax's commit markers name their folder relative to the run, not by this machine's absolute path."""
+  markers = list(run_dir.rglob("commit_success.txt"))
+  assert markers
+  for marker in markers:
+    text = marker.read_text()
+    assert str(run_dir.parent) not in text and "jaxprune-partial" not in text, text
