@@ -190,7 +190,7 @@ def take_rows(state, logits: jax.Array, keys: jax.Array, rows: jax.Array):
       return leaf
     if not isinstance(leaf, pz.nx.NamedArray):
       raise TypeError(f"cache state of type {type(leaf).__name__}: expected NamedArray")
-    axis = len(leaf.positional_shape) + list(leaf.named_axes).index("batch")
+    axis = prefill.axis_of(leaf, "batch")
     named = collections.OrderedDict(leaf.named_axes, batch=int(rows.shape[0]))
     return dataclasses.replace(leaf, named_axes=named, data_array=jnp.take(leaf.data_array, rows, axis=axis))
 

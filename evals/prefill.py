@@ -73,7 +73,8 @@ def is_batched(leaf) -> bool:
   return isinstance(leaf, pz.nx.NamedArrayBase) and "batch" in leaf.named_shape
 
 
-def _axis(leaf: pz.nx.NamedArray, name: str) -> int:
+def axis_of(leaf: pz.nx.NamedArray, name: str) -> int:
+  """The position of named axis ``name`` in ``leaf.data_array``."""
   return len(leaf.positional_shape) + list(leaf.named_axes).index(name)
 
 
@@ -92,7 +93,7 @@ def place(state, logits: jax.Array, group_state, group_logits: jax.Array, row: j
     if not isinstance(big, pz.nx.NamedArray) or list(big.named_axes) != list(small.named_axes):
       raise TypeError(f"cache leaves {big.named_shape} and {small.named_shape}: expected NamedArrays alike")
     starts = [jnp.int32(0)] * big.data_array.ndim
-    starts[_axis(big, "batch")], starts[_axis(big, "seq")] = row, column
+    starts[axis_of(big, "batch")], starts[axis_of(big, "seq")] = row, column
     return dataclasses.replace(big, data_array=jax.lax.dynamic_update_slice(big.data_array, small.data_array, starts))
 
   is_named = lambda x: isinstance(x, pz.nx.NamedArrayBase)

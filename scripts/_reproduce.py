@@ -180,11 +180,11 @@ def _summary(task: str, report: dict[str, Any]) -> Any:
 
 
 def _write_json(path: Path, payload: Any) -> None:
-  """``payload`` as JSON at ``path``, written under a temporary name then renamed (never half-written)."""
+  """``payload`` as JSON at ``path`` (its folder made if needed), never half-written."""
+  from jaxprune import runs
+
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.tmp")
-  tmp.write_text(json.dumps(payload, indent=2))
-  os.replace(tmp, path)
+  runs.write_json_atomic(path, payload)
 
 
 def _report_fits(exp: Experiment, report: dict[str, Any]) -> bool:
@@ -220,8 +220,9 @@ def evaluate_cached(exp: Experiment, run: Path | Callable[[], Path] | None, name
       _mismatch(f"{task} result", path, settings[task], exp.eval_settings(task))
   for task in tasks:  # a code cell whose full report is here (e.g. committed without its summary) is reused
     report_path = exp.out / "evals" / name / f"{task}.json"
-    if task not in cached and report_path.exists() and _report_fits(exp, json.loads(report_path.read_text())):
-      cached[task], settings[task] = _summary(task, json.loads(report_path.read_text())), exp.eval_settings(task)
+    report = json.loads(report_path.read_text()) if task not in cached and report_path.exists() else None
+    if report is not None and _report_fits(exp, report):
+      cached[task], settings[task] = _summary(task, report), exp.eval_settings(task)
       _write_json(path, cached)
   todo = tuple(t for t in tasks if t not in cached)
   if todo:
