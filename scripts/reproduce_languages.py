@@ -209,20 +209,23 @@ def main(argv: list[str] | None = None) -> None:
   results["dense"] = {"ppl": {d: dense[f"ppl:{d}"] for d in EVAL}}
   results["humaneval"]["dense"] = {t: dense[t] for t in HUMANEVAL}
 
-  wanda_runs: dict[str, list] = {}
-  wanda_names: dict[str, list[str]] = {}
-  for c in calib:
-    per_seed = []
-    for seed in args.seeds:
+  wanda_runs: dict[str, list] = {c: [] for c in calib}
+  wanda_names: dict[str, list[str]] = {c: [] for c in calib}
+  per_seed: dict[str, list] = {c: [] for c in calib}
+  # Seed by seed, so the first seed's sub-models (the only ones with code cells) come first: an
+  # interrupted run has the whole pass@1 matrix before the extra seeds' perplexities.
+  for seed in args.seeds:
+    for c in calib:
       run = lazy_run(exp, f"wanda50-{c}-s{seed}", c, seed)  # pruned only if a cell or the distances need it
-      wanda_runs.setdefault(c, []).append(run)
-      wanda_names.setdefault(c, []).append(f"wanda50-{c}-s{seed}")
-      tasks = ppl_tasks + (HUMANEVAL if seed == args.seeds[0] else ())
+      wanda_runs[c].append(run)
+      wanda_names[c].append(f"wanda50-{c}-s{seed}")
+      tasks = (HUMANEVAL if seed == args.seeds[0] else ()) + ppl_tasks
       ev = evaluate_cached(exp, run, f"wanda50-{c}-s{seed}", tasks)
-      per_seed.append(ev)
+      per_seed[c].append(ev)
       if seed == args.seeds[0]:
         results["humaneval"][f"wanda50-{c}"] = {t: ev[t] for t in HUMANEVAL}
-    results["wanda"][c] = {"ppl": {d: [ev[f"ppl:{d}"] for ev in per_seed] for d in EVAL}}
+  for c in calib:
+    results["wanda"][c] = {"ppl": {d: [ev[f"ppl:{d}"] for ev in per_seed[c]] for d in EVAL}}
   for t in HUMANEVAL:
     diagonal = results["humaneval"].get(f"wanda50-{LANGUAGE_OF[t]}")
     if diagonal is not None:
