@@ -2,7 +2,7 @@
 
 RUN_DIR/
   masks/      Orbax checkpoint: packed masks + JSON metadata (atomic)
-  weights/    Orbax checkpoint of SparseGPT's updated weights (SparseGPT only)
+  weights/    Orbax checkpoint of updated weights (SparseGPT's, or a fine-tuned run's)
   run.json    written last: its presence means "complete"
 
 The run is built in .RUN_DIR.jaxprune-partial/ beside it (with state/, the
@@ -137,10 +137,7 @@ def prune_run(loaded, calib_tokens: np.ndarray, config: pruning.PruneConfig, run
   metadata = {"model": loaded.model_id, "method": config.method, "pattern": config.pattern}
   masks_lib.save(work / "masks", result.masks, metadata)
   if result.weights:
-    import orbax.checkpoint as ocp
-
-    with ocp.StandardCheckpointer() as ckptr:
-      ckptr.save(work / "weights", {k.replace(".", "__"): v for k, v in result.weights.items()})
+    save_weights(work / "weights", result.weights)
   record = {
       "format": outputs.RUN_FORMAT,
       "model": loaded.model_id,
@@ -164,8 +161,16 @@ def prune_run(loaded, calib_tokens: np.ndarray, config: pruning.PruneConfig, run
   return result
 
 
+def save_weights(path: Path, new_weights: dict[str, Any]) -> None:
+  """Updated HF matrices of prunable linears (SparseGPT's, or fine-tuned) as the Orbax checkpoint `load_run` reads."""
+  import orbax.checkpoint as ocp
+
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(Path(path).absolute(), {k.replace(".", "__"): v for k, v in new_weights.items()})
+
+
 def load_run(run_dir: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, np.ndarray]]:
-  """(masks, run.json record, SparseGPT weights or {}) of a finished run."""
+  """(masks, run.json record, updated weights (SparseGPT's or fine-tuned) or {}) of a finished run."""
   run_dir = Path(run_dir)
   record = load_record(run_dir)
   try:
