@@ -410,7 +410,13 @@ def _bars(description: str, total: int):
   return update
 
 
-COMMANDS = [_add_info, _add_models, _add_prune, _add_export, _add_compare, _add_corpora, _add_eval]
+def _add_finetune(sub) -> None:
+  from jaxprune.finetune import cli as finetune_cli  # flags and the library call live with the feature
+
+  finetune_cli.add_parser(sub)
+
+
+COMMANDS = [_add_info, _add_models, _add_prune, _add_finetune, _add_export, _add_compare, _add_corpora, _add_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:
