@@ -6,8 +6,8 @@ from converters.loading import LoadedModel, describe, format_description, load_m
 __all__ = ["BUILTINS", "LoadedModel", "describe", "format_description", "load_model", "export_hf"]
 
 
-def export_hf(loaded, out_dir, *, masks=None, overwrite=False):
-  """Write ``loaded`` (optionally masked) as a transformers-loadable HF folder."""
+def export_hf(loaded, out_dir, *, masks=None, overwrite=False, extras=None):
+  """Write ``loaded`` (optionally masked, with ``extras`` {file name: text}) as a transformers-loadable HF folder."""
   from converters.export import export_hf as _export
 
-  return _export(loaded, out_dir, masks=masks, overwrite=overwrite)
+  return _export(loaded, out_dir, masks=masks, overwrite=overwrite, extras=extras)

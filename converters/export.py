@@ -85,8 +85,11 @@ def _causal_lm_class(config) -> str:
 
 
 def export_hf(loaded, out_dir: str | os.PathLike, *, masks: Mapping[str, Any] | None = None,
-              overwrite: bool = False) -> Path:
+              overwrite: bool = False, extras: Mapping[str, str] | None = None) -> Path:
   """Write ``loaded`` (with ``masks`` applied, zeros stored densely) as an HF folder.
+
+  ``extras`` ({file name: text}, e.g. the model card ``README.md``) are written
+  into the folder before it is renamed into place.
 
   Example:
     >>> export_hf(load_model("smollm2-135m"), "out/smollm2-python", masks=masks)
@@ -104,6 +107,8 @@ def export_hf(loaded, out_dir: str | os.PathLike, *, masks: Mapping[str, Any] | 
     _write_config(loaded, tmp, dtype)
     if loaded.tokenizer is not None:
       loaded.tokenizer.save_pretrained(str(tmp))
+    for name, text in (extras or {}).items():
+      (tmp / Path(name).name).write_text(text, encoding="utf-8")
     marker = {"format": outputs.EXPORT_FORMAT, "model": loaded.source, "dtype": str(dtype)}
     (tmp / outputs.EXPORT_MARKER).write_text(json.dumps(marker, indent=2))
     out = outputs.commit(claim)
