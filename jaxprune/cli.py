@@ -308,25 +308,24 @@ def _progress(total: int, unit: str):
 
 
 def _add_export(sub) -> None:
-  p = sub.add_parser("export", help="write a pruned model as a Hugging Face folder")
+  from converters.publish import ExportConfig
+
+  p = sub.add_parser("export", help="write a pruned model as a Hugging Face folder with a model card")
   p.add_argument("--model", default=DEFAULT_MODEL, help="the model the run was pruned from")
   p.add_argument("--masks", required=True, help="run directory written by `jaxprune prune`")
   p.add_argument("--out", required=True, help="HF folder to write")
-  p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+  p.add_argument("--eval", default=ExportConfig.eval, metavar="RESULTS.json",
+                 help="report of `jaxprune eval --masks RUN --out RESULTS.json`: its metrics go into the model card")
+  p.add_argument("--overwrite", action="store_true", default=ExportConfig.overwrite, help="replace an existing folder")
   p.set_defaults(func=_run_export)
 
 
 def _run_export(args) -> int:
-  import converters
-  from jaxprune import runs
+  from converters import publish
 
-  from jaxprune import outputs
-
-  outputs.claim_dir(args.out, "export", overwrite=args.overwrite, inputs=(args.model, args.masks))
-  runs.load_record(args.masks)  # a missing or damaged run.json, before the slow model load
-  loaded = converters.load_model(args.model)
-  out = runs.export_run(loaded, args.masks, args.out, overwrite=args.overwrite, export_fn=converters.export_hf)
-  print(f"wrote {out} (load it with transformers.AutoModelForCausalLM.from_pretrained)")
+  out = publish.export(publish.ExportConfig(model=args.model, masks=args.masks, out=args.out,
+                                            overwrite=args.overwrite, eval=args.eval))
+  print(f"wrote {out} with its model card README.md (load it with transformers.AutoModelForCausalLM.from_pretrained)")
   return 0
 
 
