@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 RUN_FORMAT = "jaxprune-run/1"
 EXPORT_FORMAT = "jaxprune-export/1"
 EXPORT_MARKER = ".jaxprune.json"
-KINDS = {"run": "a prune run", "export": "an export", "report": "a compare report"}
+LIBRARY_FORMAT = "jaxprune-library/1"
+KINDS = {"run": "a prune run", "export": "an export", "report": "a compare report", "library": "a sub-model library"}
 _RUN_KEYS = {"model", "options", "block_sparsity", "versions"}  # run.json written before RUN_FORMAT
 _UNFINISHED_RUN = {"state", "masks", "weights"}
 
@@ -59,6 +60,9 @@ def made_by_jaxprune(folder: Path) -> str | None:
   marker = _json(folder / EXPORT_MARKER)
   if isinstance(marker, dict) and marker.get("format") == EXPORT_FORMAT:
     return "export"
+  library = _json(folder / "library.json")
+  if isinstance(library, dict) and library.get("format") == LIBRARY_FORMAT:
+    return "library"
   report = _json(folder / "distances.json")
   if isinstance(report, dict) and str(report.get("format", "")).startswith("jaxprune-compare/"):
     return "report"

@@ -1,0 +1,128 @@
+"""One base model in memory; the active sub-model derived from it on demand.
+
+Switching to another sub-model applies that sub-model's mask (and SparseGPT's
+kept values) to the base: only the masked linears get new arrays, the base
+itself is never copied or changed, and at most one sub-model exists at a time
+besides it. ``dense`` is the base as is.
+
+Example:
+  >>> models = SubModels.load("lib/")
+  >>> models.route("public class Main {", RouteConfig()).chosen
+  'java'
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import numpy as np
+
+from jaxprune.errors import JaxpruneError
+from jaxprune.library import routers, store, submodels
+
+log = logging.getLogger(__name__)
+
+DENSE = "dense"
+
+
+class SubModels:
+  """The library's base model (loaded once) and its sub-models; safe to call from several threads."""
+
+  def __init__(self, lib: store.Library, loaded, classifier):
+    self.lib = lib
+    self.loaded = loaded
+    self.classifier = classifier
+    self.names = lib.names
+    self.switches: list[float] = []  # seconds of each switch, for benchmarks
+    self._stored: dict[str, tuple] = {}
+    self._active: tuple[str, object] = (DENSE, loaded.model)
+    self._lock = threading.RLock()
+
+  @classmethod
+  def load(cls, path: str | os.PathLike, *, dtype=None) -> SubModels:
+    import converters
+
+    lib = store.open_library(path)
+    loaded = converters.load_model(str(lib.base), dtype=dtype)
+    return cls(lib, loaded, store.read_classifier(lib))
+
+  @property
+  def tokenizer(self):
+    return self.loaded.tokenizer
+
+  @property
+  def max_positions(self) -> int:
+    return self.loaded.spec.max_positions
+
+  def check(self, name: str) -> str:
+    """``name`` if the library serves it (a sub-model or ``dense``), else one line naming the choices."""
+    if name != DENSE and name not in self.names:
+      raise JaxpruneError(f"unknown model {name!r}: use auto, {DENSE} or one of {', '.join(self.names)}")
+    return name
+
+  def model(self, name: str):
+    """The penzai model of sub-model ``name`` (switching the active one if needed)."""
+    self.check(name)
+    with self._lock:
+      if name == DENSE:
+        return self.loaded.model
+      if self._active[0] != name:
+        started = time.perf_counter()
+        if name not in self._stored:
+          self._stored[name] = store.read_submodel(self.lib, name)
+        self._active = (DENSE, None)  # the old sub-model's arrays go before the new ones are made
+        model = submodels.apply(self.loaded.model, *self._stored[name])
+        _block(model)
+        self._active = (name, model)
+        self.switches.append(time.perf_counter() - started)
+        log.info("switched to %s in %.2f s", name, self.switches[-1])
+      return self._active[1]
+
+  def encode(self, text: str) -> list[int]:
+    return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+  def mean_nll(self, name: str, text: str) -> float | None:
+    """Mean next-token loss (nats) of ``text``'s last ``max_positions`` tokens under ``name``; None under 2 tokens."""
+    from evals import scoring
+
+    ids = self.encode(text)[-self.max_positions:]
+    if len(ids) < 2:
+      return None
+    width = min(self.max_positions, max(64, 1 << (len(ids) - 1).bit_length()))  # few compiled widths
+    row = np.zeros((1, width), np.int32)
+    row[0, :len(ids)] = ids
+    with self._lock:
+      tree_def, params = scoring.split(self.model(name))
+      logprobs, _ = scoring.next_token_logprobs(tree_def, params, row)
+    return float(-np.asarray(logprobs, np.float64)[0, :len(ids) - 1].mean())
+
+  def route(self, text: str, config: routers.RouteConfig) -> routers.Route:
+    self.check(config.default)
+    return routers.route(self, text, config)
+
+
+def _block(model) -> None:
+  """Wait until the model's arrays are computed (so a switch's time is measured, not deferred)."""
+  import jax
+  from penzai import pz
+
+  for param in pz.unbind_params(model)[1]:
+    jax.block_until_ready(param.value.data_array)
+
+
+def route_config(lib: store.Library, **overrides) -> routers.RouteConfig:
+  """The library's stored router settings with ``overrides`` (None values ignored)."""
+  stored = dict(lib.manifest.get("route") or {})
+  stored.update({k: v for k, v in overrides.items() if v is not None})
+  return routers.RouteConfig(**stored)
+
+
+def describe_route(route: routers.Route) -> str:
+  """One line per sub-model score, then the choice."""
+  lines = [f"{name:<16} {score:.4f}" for name, score in sorted(route.scores.items(), key=lambda kv: kv[0])]
+  lines.append(f"chosen: {route.chosen} ({route.router}: {route.reason}; {route.seconds * 1000:.1f} ms)")
+  return "\n".join(lines)
+
