@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-from jaxprune import failures
+from jaxprune import cli_library, failures
 from jaxprune.errors import JaxpruneError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -416,6 +416,7 @@ def _add_finetune(sub) -> None:
 
 
 COMMANDS = [_add_info, _add_models, _add_prune, _add_finetune, _add_export, _add_compare, _add_corpora, _add_eval]
+COMMANDS += [cli_library.add_library, cli_library.add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

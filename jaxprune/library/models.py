@@ -126,3 +126,24 @@ def describe_route(route: routers.Route) -> str:
   lines.append(f"chosen: {route.chosen} ({route.router}: {route.reason}; {route.seconds * 1000:.1f} ms)")
   return "\n".join(lines)
 
+
+
+class _ClassifierOnly:
+  """A routing context without the model: enough for the classifier (no weights loaded)."""
+
+  def __init__(self, lib: store.Library):
+    self.names = lib.names
+    self.classifier = store.read_classifier(lib)
+
+  def mean_nll(self, name: str, text: str) -> float | None:
+    raise JaxpruneError("the perplexity router needs the model: use SubModels.load")
+
+
+def route_text(path: str | os.PathLike, text: str, **overrides) -> routers.Route:
+  """Route ``text`` with the library's router settings and ``overrides``; loads the model only if the router needs it."""
+  lib = store.open_library(path)
+  config = route_config(lib, **overrides)
+  if config.default != DENSE and config.default not in lib.names:
+    raise JaxpruneError(f"--default {config.default!r} is not a sub-model: use {DENSE} or one of {', '.join(lib.names)}")
+  context = _ClassifierOnly(lib) if config.router == "classifier" else SubModels.load(path)
+  return routers.route(context, text, config)
