@@ -130,18 +130,18 @@ def train(model, masks: Mapping[str, np.ndarray], tokens: np.ndarray, config: Tr
     on_resume: ``on_resume(steps done, steps)`` once a checkpoint was restored.
   """
   config.validate()
+  mesh = mesh if mesh is not None else pruning.data_mesh()
+  check_batch(config.batch, mesh)
   tokens = np.asarray(tokens, np.int32)
   want = (config.steps * config.batch, config.seqlen)
   if tokens.shape != want:
     raise JaxpruneError(f"training tokens of shape {tokens.shape}: need steps x batch by seqlen = {want}")
-  mesh = mesh if mesh is not None else pruning.data_mesh()
-  check_batch(config.batch, mesh)
   replicated, rows = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
   layout, tree, params, base = prepare(model, masks, config)
   opt = step_lib.optimizer(config.lr, config.steps, warmup_fraction=config.warmup,
                            weight_decay=config.weight_decay, clip=config.clip)
   put = lambda tree_: jax.device_put(tree_, replicated)
-  state = put(step_lib.init_state(params, opt))
+  state = put(jax.tree.map(jnp.copy, step_lib.init_state(params, opt)))  # donated: never the model's own buffers
   tree, base = put(tree), put(base)
   masks_on = put({name: jnp.asarray(masks[name]) for name in layout.names})
   losses: list[float] = []
@@ -160,10 +160,10 @@ def train(model, masks: Mapping[str, np.ndarray], tokens: np.ndarray, config: Tr
     losses.append(float(loss))
     if not np.isfinite(losses[-1]):
       raise JaxpruneError(f"the loss became {losses[-1]} at step {i + 1}: lower --lr (now {config.lr})")
-    if on_step is not None:
-      on_step(i + 1, config.steps, losses[-1])
     if checkpoints is not None and checkpoints.due(i + 1, config.steps):
       checkpoints.save(i + 1, state, losses)
+    if on_step is not None:
+      on_step(i + 1, config.steps, losses[-1])
   seconds = time.perf_counter() - started
   merged = step_lib.merged_weights(state.params, base, masks_on, layout)
   return TrainResult({k: np.asarray(v) for k, v in merged.items()}, tuple(losses), seconds, resumed_from)
