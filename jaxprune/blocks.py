@@ -17,7 +17,7 @@ from penzai import pz
 from penzai.models.transformer import model_parts
 
 from jaxprune import masks as masks_lib
-from jaxprune import scores, stats, weights
+from jaxprune import stats, weights
 from jaxprune.errors import JaxpruneError
 from jaxprune.spec import block_relative
 
@@ -87,22 +87,6 @@ def block_statistics(block_def, values, x: jax.Array, weight: jax.Array):
   whose product is not (about a fifth of a SmolLM2 step's FLOPs).
   """
   return block_forward(block_def, values, x, weight)[1]
-
-
-def choose_mask(w: jax.Array, sq_norm: jax.Array, method: str, pattern: masks_lib.Pattern,
-                per_row: bool, ria_exponent: float) -> jax.Array:
-  """Keep-mask of one linear from its weights and input statistic."""
-  if method == "ria":
-    score = scores.ria(w, sq_norm, ria_exponent)
-  else:
-    score = scores.SCORES[method](w, sq_norm)
-  return masks_lib.select(score, pattern, per_row=per_row or method != "magnitude")
-
-
-def choose_masks(ws: dict[str, jax.Array], sq_norms: dict[str, jax.Array], method: str,
-                 pattern: masks_lib.Pattern, per_row: bool, ria_exponent: float) -> dict[str, jax.Array]:
-  """`choose_mask` for every linear of a block (one compiled call per block)."""
-  return {k: choose_mask(w, sq_norms[k], method, pattern, per_row, ria_exponent) for k, w in ws.items()}
 
 
 def apply_pruning(model, masks: Mapping[str, np.ndarray], new_weights: Mapping[str, jax.Array] | None = None):

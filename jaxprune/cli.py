@@ -137,6 +137,10 @@ def _run_corpora(args) -> int:
 
 
 def _add_prune(sub) -> None:
+  from jaxprune import methods
+  from jaxprune.pruning import PruneConfig
+
+  d = PruneConfig()  # the flags' defaults are the config's
   p = sub.add_parser("prune", help="prune a model with domain calibration data (Wanda by default)")
   p.add_argument("--model", default=DEFAULT_MODEL, help="HF folder, .gguf file or built-in name (default: %(default)s)")
   p.add_argument("--calib", default=None,
@@ -144,25 +148,29 @@ def _add_prune(sub) -> None:
                  f" (default: {CALIBRATION_DEFAULTS['calib']})")
   p.add_argument("--calib-tokens", default=None,
                  help="explicit calibration tokens: a .npy int array [n, seqlen] (instead of --calib, --nsamples, --seqlen)")
-  p.add_argument("--sparsity", type=float, default=0.5, help="fraction of weights pruned (unstructured)")
-  p.add_argument("--pattern", default="unstructured", help="unstructured, or N:M such as 2:4 or 4:8")
-  p.add_argument("--method", default="wanda", help="wanda, magnitude, ria or sparsegpt")
+  p.add_argument("--sparsity", type=float, default=d.sparsity, help="fraction of weights pruned (unstructured)")
+  p.add_argument("--pattern", default=d.pattern, help="unstructured, or N:M such as 2:4 or 4:8")
+  p.add_argument("--method", default=d.method,
+                 help="; ".join(f"{m.name}: {m.doc}" if m.doc else m.name for m in methods.REGISTRY.values())
+                 + " (default: %(default)s)")
   p.add_argument("--nsamples", type=int, default=None,
                  help=f"calibration sequences (default: {CALIBRATION_DEFAULTS['nsamples']})")
   p.add_argument("--seqlen", type=int, default=None,
                  help=f"tokens per calibration sequence (default: {CALIBRATION_DEFAULTS['seqlen']})")
   p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
-  p.add_argument("--no-sequential", dest="sequential", action="store_false",
+  p.add_argument("--no-sequential", dest="sequential", action="store_false", default=d.sequential,
                  help="take every statistic from the dense model in one pass")
-  p.add_argument("--allocation", default="uniform", choices=["uniform", "owl"],
+  p.add_argument("--allocation", default=d.allocation, choices=["uniform", "owl"],
                  help="per-block sparsity: uniform, or OWL's outlier-weighted allocation")
-  p.add_argument("--owl-m", type=float, default=5.0, help="OWL outlier threshold M")
-  p.add_argument("--owl-lambda", type=float, default=0.08, help="OWL band: block sparsity within s +- lambda")
-  p.add_argument("--per-row", action="store_true", help="magnitude: one threshold per row, not per matrix")
-  p.add_argument("--microbatch", type=int, default=None,
+  p.add_argument("--owl-m", type=float, default=d.owl_m, help="OWL outlier threshold M (default: %(default)s)")
+  p.add_argument("--owl-lambda", type=float, default=d.owl_lambda,
+                 help="OWL band: block sparsity within s +- lambda (default: %(default)s)")
+  p.add_argument("--per-row", action="store_true", default=d.per_row,
+                 help="magnitude: one threshold per row, not per matrix")
+  p.add_argument("--microbatch", type=int, default=d.microbatch,
                  help="sequences per compiled step (bounds memory); default: 8 on accelerators, on CPUs sized to the caches")
-  p.add_argument("--attention-chunk", type=int, default=128,
-                 help="queries per chunk of causal attention in the calibration passes (0: unchunked)")
+  p.add_argument("--attention-chunk", type=int, default=d.attention_chunk,
+                 help="queries per chunk of causal attention in the calibration passes (0: unchunked; default: %(default)s)")
   p.add_argument("--dtype", default=None, help="parameter dtype (float32, bfloat16, float16); default: the checkpoint's")
   p.add_argument("--out", required=True, help="run directory to write (masks + run.json)")
   p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
@@ -249,7 +257,7 @@ def _calibration_tokens(args, loaded):
 
 def _run_prune(args) -> int:
   import converters
-  from jaxprune import pruning, runs, scores
+  from jaxprune import methods, pruning, runs
 
   config = pruning.PruneConfig(
       sparsity=args.sparsity, pattern=args.pattern, method=args.method, sequential=args.sequential,
@@ -273,7 +281,7 @@ def _run_prune(args) -> int:
       return distributed.supervise([sys.executable, "-m", "jaxprune.cli", *args.argv], dist)
     distributed.initialize(dist)
   loaded = converters.load_model(args.model, dtype=args.dtype)
-  if scores.NEEDS_CALIBRATION[args.method]:
+  if methods.get(args.method).needs_calibration:
     tokens, info = _calibration_tokens(args, loaded)
   else:
     tokens, info = None, {"source": None}

@@ -12,7 +12,8 @@ For every decoder block:
 Calibration activations are sharded over a ``data`` mesh axis spanning all
 devices (across hosts too, under `jax.distributed`); statistics are summed
 across it by XLA. Only one block's weights and activations are live at a time.
-This module is the only place that calls `jax.jit` or builds a mesh.
+This module is the only place in the pruning engine that calls `jax.jit` or
+builds a mesh; what differs between methods comes from `jaxprune.methods`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from penzai import pz
 from jaxprune import attention
 from jaxprune import masks as masks_lib
 from jaxprune import blocks as block_ops
-from jaxprune import scores, sparsegpt, stats, weights
+from jaxprune import methods, stats, weights
 from jaxprune.blocks import apply_result, split_blocks
 
 __all__ = ["PruneConfig", "PruneResult", "apply_result", "data_mesh", "prune", "split_blocks"]
@@ -50,7 +51,7 @@ class PruneConfig:
   Attributes:
     sparsity: fraction pruned (unstructured); ignored for N:M.
     pattern: ``unstructured`` or ``N:M``.
-    method: ``wanda``, ``magnitude``, ``ria`` or ``sparsegpt``.
+    method: a `jaxprune.methods` name: ``wanda``, ``magnitude``, ``ria``, ``sparsegpt``.
     sequential: take each block's statistics from the outputs of the already
       pruned blocks (as the official Wanda) instead of the dense model.
     microbatch: calibration sequences per jit call (rounded up to a multiple of
@@ -87,8 +88,7 @@ class PruneConfig:
   owl_lambda: float = 0.08
 
   def validate(self) -> masks_lib.Pattern:
-    if self.method not in scores.METHODS:
-      raise JaxpruneError(f"unknown method {self.method!r}: choose one of {', '.join(scores.METHODS)}")
+    methods.get(self.method)  # an unknown method: one line naming the choices
     if self.allocation not in ("uniform", "owl"):
       raise JaxpruneError(f"unknown allocation {self.allocation!r}: choose uniform or owl")
     if self.allocation == "owl" and self.pattern != "unstructured":
@@ -130,7 +130,8 @@ class PruneResult:
 _embed = jax.jit(block_ops.embed)
 _block_forward = jax.jit(block_ops.block_forward)
 _block_statistics = jax.jit(block_ops.block_statistics)
-_choose_masks = jax.jit(block_ops.choose_masks, static_argnames=("method", "pattern", "per_row", "ria_exponent"))
+_choose_masks = jax.jit(methods.choose_masks, static_argnames=("method", "pattern", "config"))
+_update_matrix = jax.jit(methods.update_matrix, static_argnames=("method", "pattern", "config"))
 
 
 # --------------------------------------------------------------------------- #
@@ -276,20 +277,16 @@ def _run(block, batches: _Batches, mesh: Mesh, *, probe_names: set[str] | None, 
   return (outs if outputs else None), [(label, by_label[label]) for label in state_labels]
 
 
-def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstructured",
-          method: str = "wanda", sequential: bool = True, config: PruneConfig | None = None,
-          mesh: Mesh | None = None, max_positions: int | None = None,
+def prune(loaded, calib_tokens, config: PruneConfig = PruneConfig(), *, mesh: Mesh | None = None,
           resume: Any = None, on_block: Callable[[int, int, dict], None] | None = None) -> PruneResult:
-  """Prune the decoder-block linears of a penzai model.
+  """Prune the decoder-block linears of a loaded model.
 
   Args:
-    model: a penzai TransformerLM (or a `converters.LoadedModel`).
-    calib_tokens: int array [n, seqlen] of calibration sequences.
-    sparsity, pattern, method, sequential: see `PruneConfig` (ignored when
-      ``config`` is given).
-    config: all options at once.
+    loaded: a `converters.LoadedModel` (its penzai model and spec).
+    calib_tokens: int array [n, seqlen] of calibration sequences (None for
+      methods that need no calibration).
+    config: the options (`PruneConfig`).
     mesh: device mesh with a ``data`` axis (default: all devices).
-    max_positions: the model's context length, to reject longer calibration.
     resume: a `jaxprune.resume.BlockCheckpointer` that saves state after each
       block and restores it on a rerun.
     on_block: called as ``on_block(done_blocks, total_blocks, info)``.
@@ -298,30 +295,114 @@ def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstruc
     a `PruneResult`.
 
   Example:
-    >>> result = prune(loaded.model, tokens, sparsity=0.5)
+    >>> result = prune(loaded, tokens, PruneConfig(sparsity=0.5))
     >>> pruned = masks.apply(loaded.model, result.masks)
   """
-  config = config or PruneConfig(sparsity=sparsity, pattern=pattern, method=method, sequential=sequential)
   base_pattern = config.validate()
-  spec = getattr(model, "spec", None)
-  lm = getattr(model, "model", model)
-  if spec is not None:
-    max_positions = max_positions or spec.max_positions
+  method = methods.get(config.method)
   mesh = mesh or data_mesh()
-  prefix, blocks, _ = split_blocks(lm)
-  vocab = getattr(getattr(lm, "metadata", None), "vocab_size", None)
-  needs_calibration = scores.NEEDS_CALIBRATION[config.method]
-  tokens = _check_tokens(calib_tokens, vocab, max_positions) if needs_calibration else None
+  prefix, blocks, _ = split_blocks(loaded.model)
+  tokens = None
+  if method.needs_calibration:
+    tokens = _check_tokens(calib_tokens, loaded.spec.vocab_size, loaded.spec.max_positions)
   microbatch = config.microbatch
   if microbatch is None and tokens is not None:
     microbatch = auto_microbatch(blocks[0], tokens.shape, mesh, config.attention_chunk)
     log.info("%d calibration sequences per step", microbatch)
   per_block = config.block_sparsity
   if config.allocation == "owl" and per_block is None:
-    per_block = owl_allocation(lm, tokens, config, mesh)
-  if per_block is not None and len(per_block) != len(blocks):
-    raise JaxpruneError(f"block_sparsity has {len(per_block)} entries for {len(blocks)} blocks")
+    per_block = owl_allocation(loaded.model, tokens, config, mesh, microbatch)
+  patterns = block_patterns(base_pattern, per_block, len(blocks))
+  return _prune_blocks(prefix, blocks, tokens, config, patterns, mesh, microbatch, resume, on_block)
 
+
+def block_patterns(base: masks_lib.Pattern, per_block: tuple[float, ...] | None,
+                   n_blocks: int) -> list[masks_lib.Pattern]:
+  """The pattern of every block: ``base``, or its per-block sparsities (unstructured only)."""
+  if per_block is not None and len(per_block) != n_blocks:
+    raise JaxpruneError(f"block_sparsity has {len(per_block)} entries for {n_blocks} blocks")
+  if per_block is None or base.structured:
+    return [base] * n_blocks
+  return [masks_lib.Pattern(sparsity=float(s)) for s in per_block]
+
+
+def owl_allocation(lm, tokens, config: PruneConfig, mesh: Mesh, microbatch: int | None) -> tuple[float, ...]:
+  """OWL's per-block sparsities from one dense pass of Wanda statistics."""
+  from jaxprune import allocation
+
+  dense_config = dataclasses.replace(config, allocation="uniform", sequential=False, method="wanda")
+  prefix, blocks, _ = split_blocks(lm)
+  dense = _prune_blocks(prefix, blocks, tokens, dense_config, [dense_config.validate()] * len(blocks), mesh,
+                        microbatch, None, None)
+  matrices = {n: weights.hf_matrix(l) for n, l in weights.prunable_linears(lm).items()}
+  ratios = allocation.block_ratios(matrices, {n: jnp.asarray(v) for n, v in dense.statistics.items()},
+                                   config.owl_m)
+  chosen = allocation.owl_sparsities(ratios, config.sparsity, config.owl_lambda)
+  log.info("OWL block sparsities: %s", ", ".join(f"{s:.3f}" for s in chosen))
+  return chosen
+
+
+@dataclasses.dataclass(frozen=True)
+class _BlockResult:
+  masks: dict[str, np.ndarray]
+  weights: dict[str, np.ndarray]
+  statistics: dict[str, np.ndarray]
+  batches: _Batches | None  # the next block's inputs
+
+
+def _prune_block(block, batches: _Batches | None, pattern: masks_lib.Pattern, config: PruneConfig, mesh: Mesh,
+                 last: bool, timings: dict[str, float]) -> _BlockResult:
+  """Statistics, masks (and updated weights) of one block, and the next block's inputs."""
+  method = methods.get(config.method)
+  linears = weights.prunable_linears(block)
+  for name, linear in linears.items():
+    masks_lib.check_pattern_fits(pattern, math.prod(weights.axis_sizes(linear)[1]), name)
+  collected: dict[str, stats.Finalized] = {}
+  dense_out = None
+  if batches is not None:
+    t0 = time.perf_counter()
+    # The sequential pass's next inputs come from the pruned block: the dense outputs are not needed.
+    dense_out, states = _run(block, batches, mesh, probe_names=set(linears), with_gram=method.gram,
+                             attention_chunk=config.attention_chunk, outputs=not config.sequential)
+    name_of = {f"stats:{block_relative(n)}": n for n in linears}
+    for label, state in states:
+      collected[name_of[label]] = stats.finalize(jax.tree.map(_local, state))
+    jax.block_until_ready((dense_out, collected))  # time the phase, not its dispatch
+    timings["calibration_forward"] += time.perf_counter() - t0
+
+  t0 = time.perf_counter()
+  block_masks, block_weights = {}, {}
+  matrices = {name: weights.hf_matrix(linear) for name, linear in linears.items()}
+  if method.updates_weights:
+    for name, w in matrices.items():
+      block_weights[name], block_masks[name] = _update_matrix(w, collected[name].hessian, method.name, pattern, config)
+  else:
+    sq = {block_relative(n): collected[n].sq_norm if n in collected else jnp.ones((w.shape[1],), jnp.float32)
+          for n, w in matrices.items()}
+    chosen = _choose_masks({block_relative(n): w for n, w in matrices.items()}, sq, method.name, pattern, config)
+    block_masks = {n: chosen[block_relative(n)] for n in matrices}
+  block_stats = {n: np.asarray(collected[n].sq_norm) for n in matrices if n in collected}
+  block_masks = {k: np.asarray(v) for k, v in block_masks.items()}
+  timings["masks"] += time.perf_counter() - t0
+
+  if batches is not None and not last:  # the last block's outputs feed nothing
+    if config.sequential:
+      t0 = time.perf_counter()
+      pruned = block_ops.apply_pruning(block, block_masks, block_weights)
+      pruned_out, _ = _run(pruned, batches, mesh, probe_names=None, with_gram=False,
+                           attention_chunk=config.attention_chunk)
+      batches = _Batches(pruned_out, batches.weight)
+      jax.block_until_ready(batches.x)
+      timings["pruned_forward"] += time.perf_counter() - t0
+    else:
+      batches = _Batches(dense_out, batches.weight)
+  return _BlockResult(block_masks, {k: np.asarray(v) for k, v in block_weights.items()}, block_stats,
+                      None if last else batches)
+
+
+def _prune_blocks(prefix, blocks, tokens, config: PruneConfig, patterns: list[masks_lib.Pattern], mesh: Mesh,
+                  microbatch: int | None, resume: Any, on_block) -> PruneResult:
+  """The block loop: embed the calibration set once, then `_prune_block` each block in turn."""
   timings = {"calibration_forward": 0.0, "masks": 0.0, "pruned_forward": 0.0, "checkpoint": 0.0}
   result_masks: dict[str, np.ndarray] = {}
   result_stats: dict[str, np.ndarray] = {}
@@ -334,76 +415,24 @@ def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstruc
       if xs is not None:
         batches = _Batches(xs, _sample_weights(tokens.shape[0], microbatch, mesh))
       log.info("resuming after block %d", start_block)
-  if needs_calibration and batches is None:
+  if tokens is not None and batches is None:
     t0 = time.perf_counter()
     batches = _microbatches(tokens, microbatch, mesh, prefix)
     timings["calibration_forward"] += time.perf_counter() - t0
 
-  sparsities = []
-  for b, block in enumerate(blocks):
-    block_pattern = base_pattern
-    if per_block is not None and not base_pattern.structured:
-      block_pattern = masks_lib.Pattern(sparsity=float(per_block[b]))
-    sparsities.append(block_pattern.sparsity)
-    if b < start_block:
-      continue
-    linears = weights.prunable_linears(block)
-    for name, linear in linears.items():
-      masks_lib.check_pattern_fits(block_pattern, math.prod(weights.axis_sizes(linear)[1]), name)
-    collected: dict[str, stats.Finalized] = {}
-    dense_out = None
-    if needs_calibration:
-      t0 = time.perf_counter()
-      # The sequential pass's next inputs come from the pruned block: the dense outputs are not needed.
-      dense_out, states = _run(block, batches, mesh, probe_names=set(linears), with_gram=config.method == "sparsegpt",
-                               attention_chunk=config.attention_chunk, outputs=not config.sequential)
-      name_of = {f"stats:{block_relative(n)}": n for n in linears}
-      for label, state in states:
-        collected[name_of[label]] = stats.finalize(jax.tree.map(_local, state))
-      jax.block_until_ready((dense_out, collected))  # time the phase, not its dispatch
-      timings["calibration_forward"] += time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    block_masks, block_weights = {}, {}
-    matrices = {name: weights.hf_matrix(linear) for name, linear in linears.items()}
-    if config.method == "sparsegpt":
-      for name, w in matrices.items():
-        block_weights[name], block_masks[name] = sparsegpt.prune(
-            w, collected[name].hessian, block_pattern, config.sparsegpt_blocksize, config.sparsegpt_percdamp)
-    else:
-      sq = {block_relative(n): collected[n].sq_norm if n in collected else jnp.ones((w.shape[1],), jnp.float32)
-            for n, w in matrices.items()}
-      chosen = _choose_masks({block_relative(n): w for n, w in matrices.items()}, sq, config.method,
-                             block_pattern, config.per_row, config.ria_exponent)
-      block_masks = {n: chosen[block_relative(n)] for n in matrices}
-    for name in matrices:
-      if name in collected:
-        result_stats[name] = np.asarray(collected[name].sq_norm)
-    block_masks = {k: np.asarray(v) for k, v in block_masks.items()}
-    result_masks.update(block_masks)
-    timings["masks"] += time.perf_counter() - t0
-
+  for b in range(start_block, len(blocks)):
     last = b == len(blocks) - 1
-    if needs_calibration and not last:  # the last block's outputs feed nothing
-      if config.sequential:
-        t0 = time.perf_counter()
-        pruned = block_ops.apply_pruning(block, block_masks, block_weights)
-        pruned_out, _ = _run(pruned, batches, mesh, probe_names=None, with_gram=False,
-                             attention_chunk=config.attention_chunk)
-        batches = _Batches(pruned_out, batches.weight)
-        jax.block_until_ready(batches.x)
-        timings["pruned_forward"] += time.perf_counter() - t0
-      else:
-        batches = _Batches(dense_out, batches.weight)
-    block_weights = {k: np.asarray(v) for k, v in block_weights.items()}
-    new_weights.update(block_weights)
+    done = _prune_block(blocks[b], batches, patterns[b], config, mesh, last, timings)
+    batches = done.batches
+    result_masks.update(done.masks)
+    result_stats.update(done.statistics)
+    new_weights.update(done.weights)
     if resume is not None:
       t0 = time.perf_counter()
-      resume.save(b + 1, block_masks, {n: result_stats[n] for n in block_masks if n in result_stats},
-                  block_weights, batches.x if batches and not last else None)
+      resume.save(b + 1, done.masks, done.statistics, done.weights, batches.x if batches else None)
       timings["checkpoint"] += time.perf_counter() - t0
     if on_block is not None:
-      on_block(b + 1, len(blocks), {"sparsity": block_pattern.sparsity})
+      on_block(b + 1, len(blocks), {"sparsity": patterns[b].sparsity})
 
   if resume is not None:
     resume.finish()
@@ -412,21 +441,7 @@ def prune(model, calib_tokens, *, sparsity: float = 0.5, pattern: str = "unstruc
       statistics=result_stats,
       report=masks_lib.sparsity_report(result_masks),
       weights=new_weights,
-      block_sparsity=tuple(sparsities),
+      block_sparsity=tuple(p.sparsity for p in patterns),
       timings=timings,
       microbatch=microbatch,
   )
-
-
-def owl_allocation(model, tokens, config: PruneConfig, mesh: Mesh) -> tuple[float, ...]:
-  """OWL's per-block sparsities from one dense pass of Wanda statistics."""
-  from jaxprune import allocation
-
-  dense = prune(model, tokens, config=dataclasses.replace(config, allocation="uniform", sequential=False,
-                                                           method="wanda"), mesh=mesh)
-  matrices = {n: weights.hf_matrix(l) for n, l in weights.prunable_linears(model).items()}
-  ratios = allocation.block_ratios(matrices, {n: jnp.asarray(v) for n, v in dense.statistics.items()},
-                                   config.owl_m)
-  chosen = allocation.owl_sparsities(ratios, config.sparsity, config.owl_lambda)
-  log.info("OWL block sparsities: %s", ", ".join(f"{s:.3f}" for s in chosen))
-  return chosen

@@ -1,6 +1,6 @@
 """Importance scores: one pure function per pruning method.
 
-Methods differ only here (and in the statistics they ask for); the block loop,
+Each method's entry in `jaxprune.methods` names its score here; the block loop,
 sharding, masks and storage are shared. Each function takes the HF weight
 matrix W [out, in] and the finalized input statistics of that linear.
 
@@ -37,8 +37,3 @@ def ria(w: jax.Array, sq_norm: jax.Array, exponent: float = 0.5) -> jax.Array:
   col = jnp.maximum(jnp.sum(a, axis=0, keepdims=True), tiny)
   relative = a / row + a / col
   return relative * jnp.power(jnp.sqrt(sq_norm), exponent)[None, :]
-
-
-SCORES = {"magnitude": magnitude, "wanda": wanda, "ria": ria}
-NEEDS_CALIBRATION = {"magnitude": False, "wanda": True, "ria": True, "sparsegpt": True}
-METHODS = ("wanda", "magnitude", "ria", "sparsegpt")

@@ -3,12 +3,11 @@
 A JAX port of ``SparseGPT.fasterprune`` from the Wanda repository
 (lib/sparsegpt.py): OBS with the inverse Hessian's Cholesky factor, column
 blocks of 128, dampening 1% of the mean diagonal. Unlike the score-based
-methods it returns new weights as well as a mask.
+methods it returns new weights as well as a mask. Pure: the driver jit-compiles
+it (``pattern``, ``blocksize`` and ``percdamp`` static).
 """
 
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +22,6 @@ def _block_size(columns: int, preferred: int) -> int:
   return size
 
 
-@functools.partial(jax.jit, static_argnames=("pattern", "blocksize", "percdamp"))
 def prune(w: jax.Array, hessian: jax.Array, pattern: Pattern, blocksize: int = 128,
           percdamp: float = 0.01) -> tuple[jax.Array, jax.Array]:
   """(new weights [out, in], keep-mask [out, in]) for one linear."""

@@ -160,8 +160,10 @@ def prune_cached(exp: Experiment, name: str, domain: str | None, seed: int, **op
 
 
 def _arrays_present(run_dir: Path, config) -> bool:
-  """Whether a finished run's Orbax arrays are here (masks; SparseGPT's weights too)."""
-  needed = ["masks"] + (["weights"] if config.method == "sparsegpt" else [])
+  """Whether a finished run's Orbax arrays are here (masks; a weight-updating method's weights too)."""
+  from jaxprune import methods
+
+  needed = ["masks"] + (["weights"] if methods.get(config.method).updates_weights else [])
   return all((run_dir / name).is_dir() for name in needed)
 
 

@@ -65,7 +65,7 @@ def test_ria_matches_reference(tiny, tokens, pattern, n, m):
   folder, loaded = tiny
   hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
   ref, _ = prune_wanda(hf, tokens, 0.5, n, m, score="ria")
-  ours = pruning.prune(loaded, tokens, pattern=pattern, method="ria")
+  ours = pruning.prune(loaded, tokens, config=pruning.PruneConfig(pattern=pattern, method="ria"))
   for name in ref:
     np.testing.assert_array_equal(ours.masks[name], ref[name], err_msg=name)
   if n:

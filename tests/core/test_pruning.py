@@ -66,7 +66,7 @@ def test_matches_official_wanda(tiny, tokens, case):
 
 @pytest.mark.parametrize("sparsity", [0.1, 0.5, 0.77], ids=["s10", "s50", "s77"])
 def test_exactly_floor_in_times_s_pruned_per_row(tiny, tokens, sparsity):
-  result = pruning.prune(tiny[1], tokens, sparsity=sparsity)
+  result = pruning.prune(tiny[1], tokens, config=pruning.PruneConfig(sparsity=sparsity))
   for name, mask in result.masks.items():
     pruned = (~mask).sum(axis=1)
     assert (pruned == math.floor(mask.shape[1] * sparsity)).all(), name
@@ -75,7 +75,7 @@ def test_exactly_floor_in_times_s_pruned_per_row(tiny, tokens, sparsity):
 @pytest.mark.parametrize("pattern", ["2:4", "4:8", "1:4"], ids=["2of4", "4of8", "1of4"])
 def test_n_of_m_holds_in_every_group(tiny, tokens, pattern):
   n, m = map(int, pattern.split(":"))
-  result = pruning.prune(tiny[1], tokens, pattern=pattern)
+  result = pruning.prune(tiny[1], tokens, config=pruning.PruneConfig(pattern=pattern))
   for name, mask in result.masks.items():
     groups = (~mask).reshape(mask.shape[0], -1, m).sum(-1)
     assert (groups == n).all(), name
@@ -91,8 +91,8 @@ def test_device_count_invariance(tiny, tokens):
 
 
 def test_sequential_differs_from_one_pass(tiny, tokens):
-  seq = pruning.prune(tiny[1], tokens, sequential=True)
-  dense = pruning.prune(tiny[1], tokens, sequential=False)
+  seq = pruning.prune(tiny[1], tokens, config=pruning.PruneConfig(sequential=True))
+  dense = pruning.prune(tiny[1], tokens, config=pruning.PruneConfig(sequential=False))
   first = [n for n in seq.masks if ".layers.0." in n]
   later = [n for n in seq.masks if ".layers.0." not in n]
   assert all((seq.masks[n] == dense.masks[n]).all() for n in first)  # block 0 sees the same inputs
@@ -119,7 +119,7 @@ def test_per_block_loop_compiles_once_for_all_blocks(tmp_path, tokens):
 
 
 def test_magnitude_needs_no_calibration(tiny):
-  result = pruning.prune(tiny[1], None, method="magnitude")
+  result = pruning.prune(tiny[1], None, config=pruning.PruneConfig(method="magnitude"))
   assert abs(result.report["__total__"] - 0.5) < 1e-3
 
 
@@ -138,8 +138,8 @@ def test_sparsegpt_reconstructs_better_than_magnitude(tiny, tokens):
     x = hf.model.layers[0].input_layernorm(emb).reshape(-1, emb.shape[-1]).numpy()
   name = "model.layers.0.self_attn.q_proj.weight"
   w = hf.model.layers[0].self_attn.q_proj.weight.detach().numpy()
-  sgpt = pruning.prune(loaded, tokens, method="sparsegpt")
-  mag = pruning.prune(loaded, tokens, method="magnitude")
+  sgpt = pruning.prune(loaded, tokens, config=pruning.PruneConfig(method="sparsegpt"))
+  mag = pruning.prune(loaded, tokens, config=pruning.PruneConfig(method="magnitude"))
   w_sgpt = np.where(sgpt.masks[name], sgpt.weights[name], 0)
   w_mag = np.where(mag.masks[name], w, 0)
   assert abs((~sgpt.masks[name]).mean() - 0.5) < 0.02
@@ -160,7 +160,7 @@ BAD = {
 def test_bad_options(tiny, tokens, case):
   kwargs, pattern = BAD[case]
   with pytest.raises(JaxpruneError, match=pattern):
-    pruning.prune(tiny[1], tokens, **kwargs)
+    pruning.prune(tiny[1], tokens, pruning.PruneConfig(**kwargs))
 
 
 BAD_TOKENS = {
