@@ -82,8 +82,8 @@ def fit(texts: Mapping[str, Sequence[str]], config: ClassifierConfig = Classifie
   features = _vectorizer(config.n_features).transform(docs)
   model = LogisticRegression(C=config.c, max_iter=2000, class_weight="balanced").fit(features, labels)
   columns = np.flatnonzero(np.any(model.coef_ != 0, axis=0)).astype(np.int64)
-  arrays = {"columns": columns, "coef": model.coef_[:, columns].astype(np.float32),
-            "intercept": model.intercept_.astype(np.float32)}
+  arrays = {"columns": columns, "coef": np.ascontiguousarray(model.coef_[:, columns], np.float32),
+            "intercept": np.ascontiguousarray(model.intercept_, np.float32)}  # safetensors writes raw C-order bytes
   meta = {"classes": [str(c) for c in model.classes_], "config": dataclasses.asdict(config),
           "token_pattern": TOKEN_PATTERN, "training_pieces": {n: labels.count(n) for n in names}}
   return arrays, meta

@@ -1,0 +1,93 @@
+"""Routers: the classifier sends Python and Java to their sub-models and prose to the default; the exact
+router picks the sub-model of lowest prompt loss; `jaxprune library route` prints the choice."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from evals import scoring
+from jaxprune import cli
+from jaxprune.errors import JaxpruneError
+from jaxprune.library import models, routers, store, submodels
+from tests.library.conftest import JAVA, PROSE, PYTHON, source
+
+PY_PROMPT = source(PYTHON, 7)
+JAVA_PROMPT = source(JAVA, 7)
+PROSE_PROMPT = source(PROSE, 7)
+
+
+@pytest.fixture(scope="module")
+def loaded_library(tiny_library):
+  return models.SubModels.load(tiny_library)
+
+
+def test_classifier_routes_each_language_to_its_sub_model(tiny_library):
+  for text, want in ((PY_PROMPT, "python"), (JAVA_PROMPT, "java")):
+    route = models.route_text(tiny_library, text)
+    assert (route.chosen, route.fallback, route.router) == (want, False, "classifier")
+    assert route.scores[want] == max(route.scores.values())
+
+
+def test_ambiguous_prompts_fall_back_to_the_default_and_say_so(tiny_library):
+  route = models.route_text(tiny_library, PROSE_PROMPT)
+  assert route.chosen == "dense" and route.fallback and "background" in route.reason
+  route = models.route_text(tiny_library, PY_PROMPT, min_confidence=1.0, default="java")
+  assert route.chosen == "java" and route.fallback and "min_confidence" in route.reason
+  with pytest.raises(JaxpruneError, match="not a sub-model"):
+    models.route_text(tiny_library, PY_PROMPT, default="cobol")
+  with pytest.raises(JaxpruneError, match="unknown router"):
+    models.route_text(tiny_library, PY_PROMPT, router="oracle")
+
+
+def _loss(model, ids):
+  tree_def, params = scoring.split(model)
+  logprobs, _ = scoring.next_token_logprobs(tree_def, params, np.asarray([ids], np.int32))
+  return float(-np.asarray(logprobs, np.float64).mean())
+
+
+def test_perplexity_router_picks_the_lowest_loss(loaded_library):
+  lib = loaded_library.lib
+  ids = loaded_library.encode(JAVA_PROMPT)[:100]
+  text = loaded_library.tokenizer.decode(ids)
+  want = {}
+  for name in lib.names:  # the reference: each sub-model built from the run's masks, scored unpadded
+    packed, shapes, kept = store.read_submodel(lib, name)
+    want[name] = _loss(submodels.apply(loaded_library.loaded.model, packed, shapes, kept), ids)
+  route = loaded_library.route(text, routers.RouteConfig(router="perplexity", min_margin=0.0))
+  assert route.scores == pytest.approx(want, abs=1e-4)
+  assert route.chosen == min(want, key=want.get) and not route.fallback
+  gap = abs(want["python"] - want["java"])
+  route = loaded_library.route(text, routers.RouteConfig(router="perplexity", min_margin=gap + 1e-3))
+  assert route.fallback and route.chosen == "dense" and "min_margin" in route.reason
+  assert loaded_library.route("x", routers.RouteConfig(router="perplexity")).fallback  # one token: no loss
+
+
+def test_switching_leaves_the_base_untouched(loaded_library):
+  from penzai import pz
+
+  base = {p.label: np.asarray(p.value.data_array) for p in pz.unbind_params(loaded_library.loaded.model)[1]}
+  java = loaded_library.model("java")
+  loaded_library.model("python")
+  after = {p.label: np.asarray(p.value.data_array) for p in pz.unbind_params(loaded_library.loaded.model)[1]}
+  assert all(np.array_equal(base[k], after[k]) for k in base)
+  shared = {p.label: p.value.data_array for p in pz.unbind_params(java)[1]}
+  embed = next(k for k in shared if "embed" in k)
+  assert shared[embed] is pz.unbind_params(loaded_library.loaded.model)[1][0].value.data_array or \
+      any(p.value.data_array is shared[embed] for p in pz.unbind_params(loaded_library.loaded.model)[1])
+  with pytest.raises(JaxpruneError, match="unknown model"):
+    loaded_library.model("cobol")
+
+
+def test_cli_route_prints_the_choice_and_scores(tiny_library, tmp_path, capsys):
+  prompt = tmp_path / "p.java"
+  prompt.write_text(JAVA_PROMPT)
+  assert cli.main(["library", "route", str(tiny_library), "--file", str(prompt), "--json"]) == 0
+  out = json.loads(capsys.readouterr().out)
+  assert out["chosen"] == "java" and set(out["scores"]) >= {"python", "java"}
+  assert cli.main(["library", "route", str(tiny_library), "--text", PROSE_PROMPT]) == 0
+  assert "chosen: dense" in capsys.readouterr().out
+  assert cli.main(["library", "info", str(tiny_library)]) == 0
+  assert "dense exports" in capsys.readouterr().out
