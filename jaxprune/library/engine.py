@@ -212,6 +212,7 @@ class Engine:
       request = group[i]
       if request.cancelled.is_set():
         return True
+      ids = ids[:request.max_tokens]  # a row runs in whole chunks: past its own max_tokens is not its text
       text = gen.completion_text(tokenizer, request.prompt_ids, ids)
       hit = any(s in text for s in request.stop)
       safe = gen.truncate(text, request.stop)

@@ -1,0 +1,188 @@
+"""The OpenAI-compatible server, started in the test on a free localhost port and driven by the official client."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+openai = pytest.importorskip("openai")
+uvicorn = pytest.importorskip("uvicorn")
+
+from evals import generate as gen  # noqa: E402
+from jaxprune.library import engine, models, server  # noqa: E402
+from tests.library.conftest import JAVA, PROSE, PYTHON, source  # noqa: E402
+
+PY_PROMPT = source(PYTHON, 5)[:60]
+JAVA_PROMPT = source(JAVA, 5)[:60]
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(submodels, **options):
+  """A server in a thread; yields (base URL, app)."""
+  config = engine.ServeConfig(path=str(submodels.lib.path), port=_free_port(), batch_size=4, max_tokens=48,
+                              max_body_bytes=50_000, **options)
+  app = server.create_app(submodels, config)
+  uv = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning"))
+  thread = threading.Thread(target=uv.run, daemon=True)
+  thread.start()
+  deadline = time.monotonic() + 30
+  while not uv.started:
+    assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+    time.sleep(0.02)
+  try:
+    yield f"http://{config.host}:{config.port}/v1", app
+  finally:
+    uv.should_exit = True
+    thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def submodels(tiny_library):
+  return models.SubModels.load(tiny_library)
+
+
+@pytest.fixture(scope="module")
+def served(submodels):
+  with running(submodels) as (url, app):
+    yield url, app
+
+
+@pytest.fixture(scope="module")
+def client(served):
+  return openai.OpenAI(base_url=served[0], api_key="unused", max_retries=0, timeout=120)
+
+
+def _direct(submodels, name: str, ids: list[int], max_tokens: int) -> str:
+  """What greedy generation of the sub-model gives, outside the server."""
+  out = gen.generate_ids(submodels.model(name), [ids], gen.GenerateConfig(max_new_tokens=max_tokens),
+                         eos_ids=gen.eos_ids_of(submodels.loaded))
+  return gen.completion_text(submodels.tokenizer, ids, out[0][0])
+
+
+def test_models_lists_auto_dense_and_every_sub_model(client):
+  assert [m.id for m in client.models.list()] == ["auto", "dense", "python", "java"]
+
+
+def test_completion_is_the_sub_models_greedy_generation(client, submodels):
+  resp = client.completions.create(model="java", prompt=JAVA_PROMPT, max_tokens=12, temperature=0)
+  ids = submodels.encode(JAVA_PROMPT)
+  assert resp.model == "java" and resp.object == "text_completion"
+  assert resp.choices[0].text == _direct(submodels, "java", ids, 12)
+  assert resp.usage.prompt_tokens == len(ids) and resp.usage.completion_tokens <= 12
+  assert resp.choices[0].finish_reason in ("length", "stop")
+  dense = client.completions.create(model="dense", prompt=JAVA_PROMPT, max_tokens=12, temperature=0)
+  assert dense.model == "dense" and dense.choices[0].text == _direct(submodels, "dense", ids, 12)
+
+
+def test_chat_uses_the_chat_template(client, submodels):
+  messages = [{"role": "system", "content": "You write Python."}, {"role": "user", "content": PY_PROMPT}]
+  resp = client.chat.completions.create(model="python", messages=messages, max_tokens=10, temperature=0)
+  text = submodels.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+  ids = list(submodels.tokenizer(text, add_special_tokens=False)["input_ids"])
+  assert resp.model == "python" and resp.object == "chat.completion"
+  assert resp.choices[0].message.role == "assistant"
+  assert resp.choices[0].message.content == _direct(submodels, "python", ids, 10)
+
+
+def test_streaming_gives_the_same_text_piece_by_piece(client):
+  whole = client.completions.create(model="python", prompt=PY_PROMPT, max_tokens=40, temperature=0)
+  chunks = list(client.completions.create(model="python", prompt=PY_PROMPT, max_tokens=40, temperature=0,
+                                          stream=True))
+  assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
+  assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+  assert len([c for c in chunks if c.choices[0].text]) > 1  # text arrives as it is generated (16-token chunks)
+  messages = [{"role": "user", "content": PY_PROMPT}]
+  chat = client.chat.completions.create(model="python", messages=messages, max_tokens=20, temperature=0)
+  pieces = list(client.chat.completions.create(model="python", messages=messages, max_tokens=20, temperature=0,
+                                               stream=True))
+  assert pieces[0].choices[0].delta.role == "assistant"
+  assert "".join(p.choices[0].delta.content or "" for p in pieces) == chat.choices[0].message.content
+  assert pieces[-1].choices[0].finish_reason == chat.choices[0].finish_reason
+
+
+def test_auto_routes_java_and_python_and_says_when_it_falls_back(client):
+  for prompt, want in ((JAVA_PROMPT, "java"), (PY_PROMPT, "python")):
+    resp = client.completions.create(model="auto", prompt=prompt, max_tokens=4, temperature=0)
+    assert resp.model == want
+    assert resp.routing["chosen"] == want and resp.routing["fallback"] is False
+  resp = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": source(PROSE, 3)[:100]}],
+                                        max_tokens=4)
+  assert resp.model == "dense" and resp.routing["fallback"] is True and "default dense" in resp.routing["reason"]
+  chunks = list(client.completions.create(model="auto", prompt=JAVA_PROMPT, max_tokens=4, stream=True))
+  assert {c.model for c in chunks} == {"java"}
+
+
+def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(client, served, submodels):
+  with pytest.raises(openai.NotFoundError) as err:
+    client.completions.create(model="cobol", prompt="x", max_tokens=4)
+  assert err.value.body["code"] == "model_not_found" and "python" in err.value.body["message"]
+  for bad in (0, 49, 10 ** 6):
+    with pytest.raises(openai.BadRequestError) as err:
+      client.completions.create(model="python", prompt="x", max_tokens=bad)
+    assert err.value.body["param"] == "max_tokens"
+  with pytest.raises(openai.BadRequestError) as err:  # the tiny model's context is 128 tokens
+    client.completions.create(model="python", prompt="y" * 200, max_tokens=4)
+  assert err.value.body["code"] == "context_length_exceeded"
+  with pytest.raises(openai.BadRequestError) as err:
+    client.completions.create(model="python", prompt="y" * 100, max_tokens=40)
+  assert err.value.body["code"] == "context_length_exceeded" and err.value.body["param"] == "max_tokens"
+  with pytest.raises(openai.APIStatusError) as err:
+    client.completions.create(model="python", prompt="z" * 60_000, max_tokens=4)
+  assert err.value.status_code == 413 and err.value.body["code"] == "request_too_large"
+  raw = httpx.post(served[0] + "/completions", content=b'{"model": "python", "prompt": ', timeout=30,
+                   headers={"content-type": "application/json"})
+  assert raw.status_code == 400 and "not valid JSON" in raw.json()["error"]["message"]
+  raw = httpx.post(served[0] + "/chat/completions", json={"model": "python", "messages": "hi"}, timeout=30)
+  assert raw.status_code == 400 and raw.json()["error"]["param"] == "messages"
+  with pytest.raises(openai.BadRequestError):
+    client.completions.create(model="python", prompt="x", max_tokens=4, temperature=5)
+  resp = client.completions.create(model="python", prompt="def f(", max_tokens=3)
+  assert resp.choices[0].finish_reason in ("length", "stop")
+
+
+def test_requests_for_one_sub_model_are_batched(client, served):
+  stats = served[1].state.engine.stats
+  before = dict(stats)
+  prompts = [PY_PROMPT[:20 + 5 * i] for i in range(6)]
+  with concurrent.futures.ThreadPoolExecutor(6) as pool:
+    answers = list(pool.map(lambda p: client.completions.create(model="python", prompt=p, max_tokens=16,
+                                                                 temperature=0), prompts))
+  assert all(a.model == "python" for a in answers)
+  assert stats["requests"] - before["requests"] == 6
+  assert stats["batches"] - before["batches"] < 6
+
+
+def test_api_key_is_required_when_set(submodels):
+  with running(submodels, api_key="s3cret") as (url, _):
+    with pytest.raises(openai.AuthenticationError):
+      openai.OpenAI(base_url=url, api_key="wrong", max_retries=0).models.list()
+    ok = openai.OpenAI(base_url=url, api_key="s3cret", max_retries=0)
+    assert ok.completions.create(model="java", prompt="class A", max_tokens=2).model == "java"
+
+
+def test_a_request_that_times_out_is_cancelled(submodels):
+  with running(submodels, timeout_s=0.05, chunk=1) as (url, app):
+    stats = app.state.engine.stats
+    client = openai.OpenAI(base_url=url, api_key="x", max_retries=0, timeout=60)
+    with pytest.raises(openai.APIStatusError) as err:
+      client.completions.create(model="java", prompt=JAVA_PROMPT, max_tokens=48)
+    assert err.value.status_code == 408 and err.value.body["code"] == "timeout"
+    deadline = time.monotonic() + 60
+    while stats["cancelled"] < 1:  # the row stops at its next decode step, or the queued request is dropped
+      assert time.monotonic() < deadline, stats
+      time.sleep(0.05)
+    assert stats["requests"] == 0
+    assert json.loads(httpx.get(url + "/models", timeout=30).text)["data"][0]["id"] == "auto"
