@@ -56,20 +56,26 @@ def run(args) -> int:
       seed=args.seed, attention_chunk=args.attention_chunk)
   config = FinetuneConfig(masks=args.masks, out=args.out, model=args.model, calib=args.calib, train=train,
                           checkpoint_every=args.checkpoint_every, overwrite=args.overwrite, dtype=args.dtype)
-  bar = tqdm(total=train.steps, unit="step", file=sys.stderr)
+  bars = []  # drawn at the first step: a refused command prints its one line alone
+
+  def bar(done: int):
+    if not bars:
+      bars.append(tqdm(total=train.steps, unit="step", file=sys.stderr))
+    bars[0].update(done - bars[0].n)
+    return bars[0]
 
   def on_step(done: int, _total: int, loss: float) -> None:
-    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-    bar.update(done - bar.n)
+    bar(done).set_postfix(loss=f"{loss:.4f}")
 
   def on_resume(done: int, total: int) -> None:
     print(f"resuming after step {done} of {total} (an interrupted run of the same command)", file=sys.stderr)
-    bar.update(done - bar.n)
+    bar(done)
 
   try:
     result = finetune_run(config, on_step=on_step, on_resume=on_resume)
   finally:
-    bar.close()
+    for b in bars:
+      b.close()
   print(f"fine-tuned {len(result.weights)} matrices of {args.model} for {train.steps} steps"
         f" (loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}); masks, weights and run.json in {args.out}")
   return 0
