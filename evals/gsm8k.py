@@ -107,9 +107,8 @@ def preflight(name: str, config) -> None:
 def run_task(loaded, name: str, config, progress) -> dict[str, Any]:
   """The ``gsm8k`` task: test split of a local GSM8K file, greedy, 8 shots."""
   from evals import generate
-  from evals.tasks import generation_config
 
   rows = data.load_rows(name, config.data_path(name), LAYOUT, ("test",), ("question", "answer"),
                         local=("gsm8k",))[:config.limit]
-  sampler = generate.make_generate(loaded, generation_config(config), on_batch=progress(name, len(rows)))
+  sampler = generate.make_generate(loaded, config.generation(), on_batch=progress(name, len(rows)))
   return evaluate(sampler, rows, max_new_tokens=min(config.max_new_tokens, 256), keep_samples=config.samples)

