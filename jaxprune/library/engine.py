@@ -168,9 +168,9 @@ class Engine:
 
   def _run(self, batch: list[Request]) -> None:
     live = self._drop_cancelled(batch)
-    for request in live:
-      if request.model == AUTO:
-        request.route = self.models.route(request.route_text, self.route_config)
+    auto = [r for r in live if r.model == AUTO]
+    for request, route in zip(auto, self.models.route_many([r.route_text for r in auto], self.route_config)):
+      request.route = route
     groups: dict[tuple, list[Request]] = {}
     for request in live:
       name = request.route.chosen if request.route else request.model

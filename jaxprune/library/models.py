@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -103,6 +104,28 @@ class SubModels:
     self.check(config.default)
     return routers.route(self, text, config)
 
+  def route_many(self, texts: list[str], config: routers.RouteConfig) -> list[routers.Route]:
+    """`route` for each text; the perplexity router scores sub-model by sub-model (one switch each, not one per
+    text), and each route's ``seconds`` is its own prefills' time plus the decision (switches not included)."""
+    self.check(config.default)
+    if config.router != "perplexity" or len(texts) < 2:
+      return [routers.route(self, t, config) for t in texts]
+    losses: dict[str, list] = {}
+    seconds = [0.0] * len(texts)
+    for name in self.names:
+      self.model(name)
+      losses[name] = []
+      for i, text in enumerate(texts):
+        started = time.perf_counter()
+        losses[name].append(self.mean_nll(name, text))
+        seconds[i] += time.perf_counter() - started
+    out = []
+    for i, text in enumerate(texts):
+      table = _Losses(self.names, {name: losses[name][i] for name in self.names})
+      route = routers.route(table, text, config)
+      out.append(dataclasses.replace(route, seconds=route.seconds + seconds[i]))
+    return out
+
 
 def _block(model) -> None:
   """Wait until the model's arrays are computed (so a switch's time is measured, not deferred)."""
@@ -126,6 +149,18 @@ def describe_route(route: routers.Route) -> str:
   lines.append(f"chosen: {route.chosen} ({route.router}: {route.reason}; {route.seconds * 1000:.1f} ms)")
   return "\n".join(lines)
 
+
+
+class _Losses:
+  """A routing context of losses already computed (`SubModels.route_many`)."""
+
+  classifier = None
+
+  def __init__(self, names: tuple[str, ...], losses: dict[str, float | None]):
+    self.names, self._losses = names, losses
+
+  def mean_nll(self, name: str, text: str) -> float | None:
+    return self._losses[name]
 
 
 class _ClassifierOnly:

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import secrets
@@ -39,7 +40,7 @@ from jaxprune.library.models import DENSE, SubModels
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ServeConfig", "create_app", "serve"]
+__all__ = ["ServeConfig", "create_app", "running", "serve"]
 
 
 class ApiError(Exception):
@@ -289,6 +290,37 @@ async def _stream(events, ident: str, created: int, request: engine_lib.Request,
     yield f"data: {json.dumps(_error_body(str(err), 'invalid_request_error', None, 'timeout'))}\n\n"
   finally:
     await events.aclose()
+
+
+@contextlib.contextmanager
+def running(models: SubModels, config: ServeConfig):
+  """The server in a background thread of this process (tests, benchmarks); yields (base URL, app).
+
+  ``config.port`` 0 picks a free port.
+  """
+  import socket
+  import threading
+
+  import uvicorn
+
+  if config.port == 0:
+    with socket.socket() as s:
+      s.bind((config.host, 0))
+      config = dataclasses.replace(config, port=s.getsockname()[1])
+  app = create_app(models, config)
+  uv = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning"))
+  thread = threading.Thread(target=uv.run, daemon=True)
+  thread.start()
+  deadline = time.monotonic() + 60
+  while not uv.started:
+    if time.monotonic() > deadline or not thread.is_alive():
+      raise RuntimeError(f"the server did not start on {config.host}:{config.port}")
+    time.sleep(0.02)
+  try:
+    yield f"http://{config.host}:{config.port}/v1", app
+  finally:
+    uv.should_exit = True
+    thread.join(60)
 
 
 def serve(config: ServeConfig) -> None:

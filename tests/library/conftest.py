@@ -75,7 +75,7 @@ def prune(model_dir, calib, out, *extra) -> str:
 def tiny_runs(tmp_path_factory):
   """(model folder, loaded, {name: run dir}, {language: corpus folder}) with python, java and java-sparsegpt runs."""
   root = tmp_path_factory.mktemp("library")
-  folder, loaded = make_tiny_with_tokenizer(root / "model", "llama", max_position_embeddings=128)
+  folder, loaded = make_tiny_with_tokenizer(root / "model", "llama", max_position_embeddings=1024)
   corpora = {"python": write_corpus(root / "py", PYTHON, ".py"), "java": write_corpus(root / "java", JAVA, ".java"),
              "prose": write_corpus(root / "prose", PROSE, ".txt")}
   runs = {"python": prune(folder, corpora["python"], root / "run-python"),

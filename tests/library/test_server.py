@@ -5,15 +5,13 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import json
-import socket
-import threading
 import time
 
 import httpx
 import pytest
 
 openai = pytest.importorskip("openai")
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 
 from evals import generate as gen  # noqa: E402
 from jaxprune.library import engine, models, server  # noqa: E402
@@ -23,30 +21,13 @@ PY_PROMPT = source(PYTHON, 5)[:60]
 JAVA_PROMPT = source(JAVA, 5)[:60]
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def running(submodels, **options):
-  """A server in a thread; yields (base URL, app)."""
-  config = engine.ServeConfig(path=str(submodels.lib.path), port=_free_port(), batch_size=4, max_tokens=48,
+  """A server in a thread on a free port; yields (base URL, app)."""
+  config = engine.ServeConfig(path=str(submodels.lib.path), port=0, batch_size=4, max_tokens=48,
                               max_body_bytes=50_000, **options)
-  app = server.create_app(submodels, config)
-  uv = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning"))
-  thread = threading.Thread(target=uv.run, daemon=True)
-  thread.start()
-  deadline = time.monotonic() + 30
-  while not uv.started:
-    assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-    time.sleep(0.02)
-  try:
-    yield f"http://{config.host}:{config.port}/v1", app
-  finally:
-    uv.should_exit = True
-    thread.join(30)
+  with server.running(submodels, config) as (url, app):
+    yield url, app
 
 
 @pytest.fixture(scope="module")
@@ -133,11 +114,11 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(client, ser
     with pytest.raises(openai.BadRequestError) as err:
       client.completions.create(model="python", prompt="x", max_tokens=bad)
     assert err.value.body["param"] == "max_tokens"
-  with pytest.raises(openai.BadRequestError) as err:  # the tiny model's context is 128 tokens
-    client.completions.create(model="python", prompt="y" * 200, max_tokens=4)
+  with pytest.raises(openai.BadRequestError) as err:  # the tiny model's context is 1024 tokens (characters)
+    client.completions.create(model="python", prompt="y" * 1100, max_tokens=4)
   assert err.value.body["code"] == "context_length_exceeded"
   with pytest.raises(openai.BadRequestError) as err:
-    client.completions.create(model="python", prompt="y" * 100, max_tokens=40)
+    client.completions.create(model="python", prompt="y" * 1000, max_tokens=40)
   assert err.value.body["code"] == "context_length_exceeded" and err.value.body["param"] == "max_tokens"
   with pytest.raises(openai.APIStatusError) as err:
     client.completions.create(model="python", prompt="z" * 60_000, max_tokens=4)

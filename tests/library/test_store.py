@@ -61,7 +61,7 @@ def test_library_export_equals_jaxprune_export(tiny_runs, tiny_library, tmp_path
 
 def test_runs_of_another_model_are_refused(tiny_runs, tiny_library, tmp_path):
   folder, _, runs, corpora = tiny_runs
-  other, _ = make_tiny_with_tokenizer(tmp_path / "other", "llama", max_position_embeddings=128, seed=1)
+  other, _ = make_tiny_with_tokenizer(tmp_path / "other", "llama", max_position_embeddings=1024, seed=1)
   foreign = prune(other, corpora["python"], tmp_path / "foreign")
   with pytest.raises(JaxpruneError, match="not the library's base"):
     store.build(store.LibraryConfig(path=tmp_path / "lib", model=str(folder),

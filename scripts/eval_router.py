@@ -1,0 +1,201 @@
+"""Routing accuracy and pass@1 of a routed sub-model library against each sub-model alone and dense.
+
+The workload mixes HumanEval prompts of four languages (Python, and the Java,
+C++ and JavaScript translations); a prompt's label is its language. Each
+sub-model's language is its calibration source (``--label NAME=LANG``
+overrides). For every router (classifier, perplexity) the script reports:
+
+* routing accuracy on the HumanEval prompts, per language, and the share
+  that fell back to the default (counted as misrouted);
+* routing accuracy on held-out windows of each sub-model's calibration
+  source (text its calibration never saw);
+* the routing time per request (median and p95);
+* pass@1 of the routed library: each prompt answered by the sub-model its
+  router chose (``dense`` when it fell back).
+
+Greedy decoding is deterministic and a completion does not depend on its
+batch (`evals.generate`), so each system (every sub-model, and dense) is
+evaluated once on every prompt and the routed library's pass@1 is read from
+the chosen system's result for each prompt. Each system's report is kept
+under ``--work`` (rerunning continues where it stopped).
+
+  python scripts/eval_router.py --lib LIB --chat --out results/qwen2.5-coder-0.5b/router/eval_router.json
+  python scripts/eval_router.py --lib LIB --limit 20 --tasks humaneval,humaneval-java   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TASK_LANGUAGE = {"humaneval": "python", "humaneval-java": "java", "humaneval-cpp": "cpp", "humaneval-js": "javascript"}
+ROUTERS = ("classifier", "perplexity")
+
+
+def labels_of(lib, overrides: dict[str, str]) -> dict[str, str]:
+  """{sub-model: language}: ``overrides``, else its calibration source or name when that is a language."""
+  out = {}
+  for name, entry in lib.manifest["submodels"].items():
+    source = str((entry.get("calibration") or {}).get("source"))
+    out[name] = overrides.get(name) or (source if source in TASK_LANGUAGE.values() else name)
+  return out
+
+
+def prompts_of(task: str, limit: int | None, chat: bool) -> list[tuple[str, str]]:
+  """(task id, the text a server routes on) of each problem: the code prompt, or the chat message."""
+  from evals import codegen, humaneval
+
+  language = humaneval.language(task)
+  problems = humaneval.select(language.problems()[0], humaneval.HumanEvalConfig(limit=limit))
+  return [(p.task_id, codegen.chat_prompt(p, language).user if chat else p.prompt) for p in problems]
+
+
+def route_all(models, texts: list[str], router: str, route_config) -> list[dict[str, Any]]:
+  config = dataclasses.replace(route_config, router=router)
+  return [r.as_json() for r in models.route_many(texts, config)]
+
+
+def accuracy(routes: list[dict[str, Any]], want: list[str], labels: dict[str, str]) -> dict[str, Any]:
+  hits = [labels.get(r["chosen"]) == w and not r["fallback"] for r, w in zip(routes, want)]
+  seconds = np.asarray([r["seconds"] for r in routes])
+  return {"accuracy": float(np.mean(hits)) if hits else None, "n": len(hits),
+          "fallback": int(sum(r["fallback"] for r in routes)),
+          "route_ms_p50": float(np.percentile(seconds, 50) * 1e3) if len(seconds) else None,
+          "route_ms_p95": float(np.percentile(seconds, 95) * 1e3) if len(seconds) else None}
+
+
+def held_out_texts(source: str, tokenizer, windows: int, seqlen: int) -> list[str]:
+  from jaxprune import calibration
+
+  tokens = calibration.held_out(source, tokenizer, seqlen, windows)
+  return [tokenizer.decode([int(t) for t in row]) for row in tokens]
+
+
+def system_report(models, name: str, tasks: tuple[str, ...], args, work: Path) -> dict[str, Any]:
+  """HumanEval reports of one system (a sub-model or dense), cached under ``work``."""
+  from evals import tasks as tasks_lib
+
+  path = work / f"{name}.json"
+  key = {"tasks": list(tasks), "limit": args.limit, "chat": args.chat, "max_new_tokens": args.max_new_tokens}
+  if path.exists():
+    cached = json.loads(path.read_text())
+    if cached.get("key") == key:
+      return cached["reports"]
+  loaded = dataclasses.replace(models.loaded, model=models.model(name))
+  config = tasks_lib.EvalConfig(model=str(models.lib.base), tasks=tasks, greedy=True, chat=args.chat,
+                                limit=args.limit, max_new_tokens=args.max_new_tokens,
+                                gen_batch_size=args.gen_batch_size, samples=False)
+  print(f"evaluating {name} on {', '.join(tasks)} ...", file=sys.stderr, flush=True)
+  reports = tasks_lib.run_tasks(loaded, config)
+  slim = {t: {"metrics": r["metrics"], "per_problem": {k: v["correct"] for k, v in r["per_problem"].items()},
+              "seconds": r["seconds"]} for t, r in reports.items()}
+  from jaxprune import runs
+
+  runs.write_json_atomic(path, {"key": key, "reports": slim})
+  return slim
+
+
+def routed_pass(systems: dict[str, dict], routes: dict[str, list[dict]], ids: dict[str, list[str]]) -> dict[str, float]:
+  """pass@1 per task when each prompt is answered by its routed system."""
+  out = {}
+  for task, task_routes in routes.items():
+    solved = [systems[r["chosen"]][task]["per_problem"][tid] for r, tid in zip(task_routes, ids[task])]
+    out[task] = float(np.mean(solved)) if solved else None
+  return out
+
+
+def table(result: dict[str, Any]) -> str:
+  tasks = result["tasks"]
+  lines = ["| system | " + " | ".join(tasks) + " | mixed |", "|---" * (len(tasks) + 2) + "|"]
+  for name, row in result["pass_at_1"].items():
+    lines.append(f"| {name} | " + " | ".join(f"{100 * row[t]:.1f}" for t in tasks) + f" | {100 * row['mixed']:.1f} |")
+  lines += ["", "| router | HumanEval prompts | fallback | held-out files | route ms p50 / p95 |", "|---|---|---|---|---|"]
+  for router, r in result["routing"].items():
+    held = r["held_out"]["accuracy"]
+    lines.append(f"| {router} | {100 * r['prompts']['accuracy']:.1f}% | {r['prompts']['fallback']} |"
+                 f" {'-' if held is None else f'{100 * held:.1f}%'} |"
+                 f" {r['prompts']['route_ms_p50']:.1f} / {r['prompts']['route_ms_p95']:.1f} |")
+  return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--lib", required=True, help="library folder (jaxprune library build)")
+  p.add_argument("--tasks", default=",".join(TASK_LANGUAGE), help="code tasks of the workload")
+  p.add_argument("--limit", type=int, default=None, help="problems per task at most")
+  p.add_argument("--chat", action="store_true", help="chat prompting (route on the user message)")
+  p.add_argument("--max-new-tokens", type=int, default=512)
+  p.add_argument("--gen-batch-size", type=int, default=64)
+  p.add_argument("--held-out-windows", type=int, default=32, help="held-out windows per sub-model's source")
+  p.add_argument("--held-out-seqlen", type=int, default=256)
+  p.add_argument("--label", action="append", default=[], metavar="NAME=LANG", help="a sub-model's language")
+  p.add_argument("--routers", default=",".join(ROUTERS))
+  p.add_argument("--work", default=None, help="folder of per-system reports (default: beside --out)")
+  p.add_argument("--out", required=True, help="JSON to write")
+  args = p.parse_args(argv)
+
+  from jaxprune import runs
+  from jaxprune.library import models as models_lib
+
+  tasks = tuple(t for t in args.tasks.split(",") if t)
+  unknown = [t for t in tasks if t not in TASK_LANGUAGE]
+  if unknown:
+    sys.exit(f"unknown task {unknown[0]}: use {', '.join(TASK_LANGUAGE)}")
+  models = models_lib.SubModels.load(args.lib)
+  labels = labels_of(models.lib, dict(x.split("=", 1) for x in args.label))
+  route_config = models_lib.route_config(models.lib)
+  out = Path(args.out)
+  work = Path(args.work) if args.work else out.parent / (out.stem + "-systems")
+  work.mkdir(parents=True, exist_ok=True)
+  started = time.perf_counter()
+
+  prompts = {t: prompts_of(t, args.limit, args.chat) for t in tasks}
+  ids = {t: [tid for tid, _ in ps] for t, ps in prompts.items()}
+  routing, chosen = {}, {}
+  for router in args.routers.split(","):
+    task_routes = {t: route_all(models, [text for _, text in ps], router, route_config) for t, ps in prompts.items()}
+    flat = [r for t in tasks for r in task_routes[t]]
+    want = [TASK_LANGUAGE[t] for t in tasks for _ in task_routes[t]]
+    held_routes, held_want = [], []
+    for name, entry in models.lib.manifest["submodels"].items():
+      source = (entry.get("calibration") or {}).get("source")
+      if source:
+        texts = held_out_texts(source, models.tokenizer, args.held_out_windows, args.held_out_seqlen)
+        held_routes += route_all(models, texts, router, route_config)
+        held_want += [labels[name]] * len(texts)
+    routing[router] = {"prompts": accuracy(flat, want, labels),
+                       "per_task": {t: accuracy(task_routes[t], [TASK_LANGUAGE[t]] * len(task_routes[t]), labels)
+                                    for t in tasks},
+                       "held_out": accuracy(held_routes, held_want, labels),
+                       "chosen": {t: [r["chosen"] for r in task_routes[t]] for t in tasks}}
+    chosen[router] = task_routes
+
+  systems = {name: system_report(models, name, tasks, args, work) for name in (models_lib.DENSE, *models.names)}
+  pass_at_1 = {}
+  for name, reports in systems.items():
+    pass_at_1[name] = {t: reports[t]["metrics"]["pass@1"] for t in tasks}
+  for router, task_routes in chosen.items():
+    pass_at_1[f"routed ({router})"] = routed_pass(systems, task_routes, ids)
+  counts = {t: len(ids[t]) for t in tasks}
+  for row in pass_at_1.values():
+    row["mixed"] = sum(row[t] * counts[t] for t in tasks) / sum(counts.values())
+  result = {"library": str(models.lib.path), "base": models.lib.manifest["base"], "labels": labels,
+            "tasks": list(tasks), "limit": args.limit, "chat": args.chat, "max_new_tokens": args.max_new_tokens,
+            "route_config": dataclasses.asdict(route_config), "routing": routing, "pass_at_1": pass_at_1,
+            "seconds": round(time.perf_counter() - started, 1), "versions": runs.versions()}
+  out.parent.mkdir(parents=True, exist_ok=True)
+  runs.write_json_atomic(out, result)
+  print(table(result))
+  print(f"wrote {out}")
+  return result
+
+
+if __name__ == "__main__":
+  main()
