@@ -84,6 +84,15 @@ def os_error_in(err: BaseException) -> OSError | None:
   return None
 
 
+def damaged_file(err: BaseException) -> str | None:
+  """``Type: first line`` of an error reading an Orbax/TensorStore file that is damaged or missing;
+  None when it is a file-system fault, which the caller re-raises (reported as such)."""
+  if os_error_in(err) is not None and not isinstance(err, FileNotFoundError):
+    return None
+  first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+  return f"{type(err).__name__}: {first}"
+
+
 class Terminated(KeyboardInterrupt):
   """SIGTERM, raised like Ctrl-C so that the same cleanup runs."""
 

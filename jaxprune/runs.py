@@ -185,10 +185,9 @@ def load_run(run_dir: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
   except (JaxpruneError, MemoryError):
     raise
   except Exception as err:  # Orbax/TensorStore raise many types for damaged files
-    if failures.os_error_in(err) is not None and not isinstance(err, FileNotFoundError):
+    if (damage := failures.damaged_file(err)) is None:
       raise
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-    raise JaxpruneError(f"the masks of the run in {run_dir} cannot be read ({type(err).__name__}: {first}):"
+    raise JaxpruneError(f"the masks of the run in {run_dir} cannot be read ({damage}):"
                         f" rerun `jaxprune prune --out {run_dir} --overwrite` to make them again") from None
   return masks, record, new_weights
 

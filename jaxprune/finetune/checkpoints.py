@@ -79,10 +79,9 @@ class StepCheckpointer:
     except (JaxpruneError, MemoryError):
       raise
     except Exception as err:  # Orbax/TensorStore raise many types for damaged files
-      if failures.os_error_in(err) is not None and not isinstance(err, FileNotFoundError):
+      if (damage := failures.damaged_file(err)) is None:
         raise
-      first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-      raise JaxpruneError(f"the checkpoint in {self.directory} cannot be read ({type(err).__name__}: {first}):"
+      raise JaxpruneError(f"the checkpoint in {self.directory} cannot be read ({damage}):"
                           " pass --overwrite to start the fine-tuning afresh") from None
     state = jax.tree.unflatten(jax.tree.structure(like), jax.tree.leaves(state))
     return state, [float(x) for x in meta["losses"]]

@@ -74,3 +74,20 @@ def test_bad_options_are_one_line(setup, change, message):
   with pytest.raises(JaxpruneError, match=message) as err:
     train(model, masks, tokens[:, :CONFIG.seqlen], TrainConfig(**{**CONFIG.__dict__, **change}))
   assert "\n" not in str(err.value)
+
+
+def test_a_damaged_checkpoint_is_one_line(setup, tmp_path):
+  model, masks, tokens = setup
+
+  def die(done, total, loss):
+    raise Killed
+
+  with pytest.raises(Killed):
+    train(model, masks, tokens, CONFIG, checkpoints=StepCheckpointer(tmp_path, {}, 1), on_step=die)
+  files = [p for p in (tmp_path / "1" / "state").rglob("*") if p.is_file()]
+  assert files
+  for path in files:
+    path.write_bytes(path.read_bytes()[:5])
+  with pytest.raises(JaxpruneError, match="cannot be read.*pass --overwrite") as err:
+    train(model, masks, tokens, CONFIG, checkpoints=StepCheckpointer(tmp_path, {}, 1))
+  assert "\n" not in str(err.value)

@@ -144,3 +144,15 @@ def test_masks_from_another_model_are_one_line(tiny, base_run, corpus, tmp_path,
   code = cli.main(["finetune", "--model", str(other), "--masks", str(base_run), "--calib", str(corpus),
                    *FLAGS, "--out", str(tmp_path / "o")])
   one_line_error(capsys, code, 2, "were made for model", "pass the --model the run was pruned from")
+
+
+def test_damaged_weights_of_a_fine_tuned_run_are_one_line(tuned, tiny, tmp_path, capsys):
+  import shutil
+
+  folder, _ = tiny
+  damaged = shutil.copytree(tuned, tmp_path / "damaged")
+  for path in (p for p in (damaged / "weights").rglob("*") if p.is_file()):
+    path.write_bytes(path.read_bytes()[:5])
+  code = cli.main(["eval", "--model", str(folder), "--masks", str(damaged), "--tasks", "ppl:python",
+                   "--max-windows", "1", "--seqlen", "16"])
+  one_line_error(capsys, code, 2, "cannot be read")
