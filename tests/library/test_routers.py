@@ -91,3 +91,13 @@ def test_cli_route_prints_the_choice_and_scores(tiny_library, tmp_path, capsys):
   assert "chosen: dense" in capsys.readouterr().out
   assert cli.main(["library", "info", str(tiny_library)]) == 0
   assert "dense exports" in capsys.readouterr().out
+
+
+def test_routing_many_prompts_at_once_gives_each_prompts_route(loaded_library):
+  texts = [PY_PROMPT[:80], JAVA_PROMPT[:80], PROSE_PROMPT[:80]]
+  for config in (routers.RouteConfig(router="perplexity", min_margin=0.0), routers.RouteConfig()):
+    many = loaded_library.route_many(texts, config)
+    for text, route in zip(texts, many):
+      one = loaded_library.route(text, config)
+      assert (route.chosen, route.fallback) == (one.chosen, one.fallback)
+      assert route.scores == pytest.approx(one.scores, abs=1e-5) and route.seconds > 0

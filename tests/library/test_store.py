@@ -121,3 +121,37 @@ def test_kept_values_round_trip():
   packed, shapes, kept = submodels.encode({"m": mask}, {"m": w})
   assert kept["m"].size == mask.sum()
   np.testing.assert_array_equal(submodels.dense_weights(submodels.unpack(packed, shapes), kept)["m"], w)
+
+
+def test_cli_builds_edits_and_exports_a_library(tiny_runs, tmp_path, capsys):
+  folder, _, runs, corpora = tiny_runs
+  lib = tmp_path / "lib"
+  assert cli.main(["library", "build", str(lib), "--model", str(folder), "--run", f"python={runs['python']}",
+                   "--background", str(corpora["prose"]), "--default", "python", "--min-confidence", "0.7"]) == 0
+  assert "1 dense exports" in capsys.readouterr().out
+  manifest = store.open_library(lib).manifest
+  assert manifest["route"]["default"] == "python" and manifest["route"]["min_confidence"] == 0.7
+  assert manifest["route"]["router"] == "classifier" and manifest["background"] == str(corpora["prose"])
+  assert cli.main(["library", "add", str(lib), "--run", f"java={runs['java']}",
+                   "--router-text", f"java={corpora['java']}"]) == 0
+  assert store.open_library(lib).manifest["submodels"]["java"]["router_text"] == str(corpora["java"])
+  capsys.readouterr()
+  assert cli.main(["library", "info", str(lib), "--json"]) == 0
+  assert set(json.loads(capsys.readouterr().out)["submodels"]) == {"python", "java"}
+  assert cli.main(["library", "export", str(lib), "java", "--out", str(tmp_path / "hf")]) == 0
+  assert (tmp_path / "hf" / "config.json").exists()
+  assert cli.main(["library", "remove", str(lib), "java"]) == 0
+  assert store.open_library(lib).names == ("python",)
+  assert cli.main(["library", "add", str(lib), "--run", "java"]) == 2  # one line, exit 2
+  assert "NAME=PATH" in capsys.readouterr().err
+
+
+def test_cli_serve_passes_its_flags_to_the_server(tiny_library, monkeypatch):
+  from jaxprune.library import engine, server
+
+  seen = []
+  monkeypatch.setattr(server, "serve", seen.append)
+  assert cli.main(["serve", str(tiny_library), "--port", "8123", "--api-key", "k", "--router", "perplexity"]) == 0
+  config = seen[0]
+  assert (config.port, config.api_key, config.host) == (8123, "k", engine.ServeConfig.host)
+  assert dict(config.route) == {"router": "perplexity"} and config.timeout_s == engine.ServeConfig.timeout_s
