@@ -119,7 +119,11 @@ def _folder_origin(source: str, folder: Path) -> Origin:
 def _gguf_origin(source: str, path: Path) -> Origin:
   import gguf
 
-  fields = gguf.GGUFReader(str(path)).fields
+  try:
+    fields = gguf.GGUFReader(str(path)).fields
+  except Exception as err:  # gguf-py raises many types; the model's own load reports a bad file
+    log.warning("no licence read from %s (%s)", path, err)
+    return Origin(source)
 
   def text(key: str) -> str | None:
     field = fields.get(key)

@@ -69,13 +69,14 @@ def export(config: ExportConfig) -> Path:
   from converters import card
   from jaxprune import outputs, runs
 
-  outputs.claim_dir(config.out, "export", overwrite=config.overwrite, inputs=(config.model, config.masks))
+  outputs.claim_dir(config.out, "export", overwrite=config.overwrite,
+                    inputs=(config.model, config.masks, config.eval))
   record = runs.load_record(config.masks)  # a missing or damaged run.json, before the slow model load
   evaluation = read_eval(config.eval, record) if config.eval else None
-  origin = card.origin_of(config.model)
+  loaded = converters.load_model(config.model)  # one-line errors for a missing or bad model first
   name = Path(config.out).expanduser().absolute().name
-  extras = card.files(origin, record, name=name, run_id=run_id(config.masks), evaluation=evaluation)
-  loaded = converters.load_model(config.model)
+  extras = card.files(card.origin_of(config.model), record, name=name, run_id=run_id(config.masks),
+                      evaluation=evaluation)
   export_fn = functools.partial(converters.export_hf, extras=extras)
   out = runs.export_run(loaded, config.masks, config.out, overwrite=config.overwrite, export_fn=export_fn)
   log.info("exported %s with its model card to %s", config.masks, out)
