@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 
 import pytest
-from huggingface_hub import ModelCard
+from huggingface_hub import ModelCard, ModelCardData
 
 from converters import builtin, card
 from jaxprune import cli, compare
@@ -159,3 +160,17 @@ def test_builtin_export_carries_a_card_transformers_loads_beside(name, tmp_path)
   assert data.base_model == entry.base_model and data.license == entry.license_id
   assert "python" in data.tags and "pruned" in data.tags
   assert AutoConfig.from_pretrained(out).model_type == entry.family
+
+
+def test_model_index_names_a_hub_dataset_for_every_registered_task():
+  from evals import tasks
+
+  assert set(card.DATASETS) == set(tasks.TASKS)  # a new eval task needs its Hub dataset here
+  rng = random.Random(0)
+  report = {"tasks": {name: {"metrics": {"score": rng.random()}} for name in tasks.TASKS}}
+  results = card.eval_results(report)
+  assert [(r.dataset_type, r.dataset_name, r.dataset_config) for r in results] == [
+      card.DATASETS[name][:3] for name in tasks.TASKS]
+  assert [r.metric_value for r in results] == [round(t["metrics"]["score"], 6) for t in report["tasks"].values()]
+  data = ModelCard(f"---\n{ModelCardData(model_name='m', eval_results=results).to_yaml()}\n---\n").data
+  assert len(data.eval_results) == len(tasks.TASKS)  # the Hub's parser reads every entry back
