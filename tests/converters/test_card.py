@@ -127,6 +127,7 @@ def test_eval_of_another_run_is_refused(exported):
 def test_builtin_cards_carry_registry_base_model_and_licence(exported, name):
   _, _, run, _, _ = exported
   entry = builtin.BUILTINS[name]
+  assert entry.base_model and entry.license_id and entry.license_link  # every built-in says where it comes from
   origin = card.origin_of(name)
   text = str(card.card(origin, json.loads((run / "run.json").read_text()), name="sub", run_id="0" * 16))
   data = ModelCard(text).data
