@@ -31,7 +31,7 @@ import numpy as np
 
 from jaxprune import outputs, runs
 from jaxprune.errors import JaxpruneError
-from jaxprune.library import classifier, submodels
+from jaxprune.library import classifier, router_text, submodels
 from jaxprune.library.routers import RouteConfig
 
 log = logging.getLogger(__name__)
@@ -158,43 +158,12 @@ def _check_run(name: str, run_dir: str, base_hash: str, base_id: str) -> dict[st
   return record
 
 
-def _sample(source: str, tokenizer, docs: int, seqlen: int, seed: int) -> np.ndarray:
-  """Up to ``docs`` calibration sequences of ``source``: fewer (halving) when its calibration side is smaller."""
-  from jaxprune import calibration
-
-  while True:
-    try:
-      return calibration.sample(source, tokenizer, docs, seqlen, seed)
-    except JaxpruneError as err:
-      if docs == 1 or "fewer than nsamples" not in str(err):
-        raise
-      docs = max(1, docs // 2)
-
-
-def _draw_text(record: dict[str, Any], tokenizer, docs: int, override: str | None) -> tuple[list[str], str]:
-  """The router's training text of a sub-model, decoded: ``docs`` sequences drawn from the calibration side
-  of the run's calibration source with its seed and length (or of ``override``), or the run's token file."""
-  cal = record.get("calibration") or {}
-  seqlen = int(cal.get("seqlen") or 256)
-  if override is not None:
-    tokens, source = _sample(override, tokenizer, docs, seqlen, 0), override
-  elif cal.get("source") == "tokens-file" and Path(cal.get("path", "")).is_file():
-    tokens, source = np.load(cal["path"]), cal["path"]
-  elif cal.get("source") and cal.get("nsamples"):
-    tokens = _sample(cal["source"], tokenizer, docs, seqlen, int(cal.get("seed") or 0))
-    source = cal["source"]
-  else:
-    raise JaxpruneError("the run has no calibration text (magnitude, or its token file is gone):"
-                        " give router text with --router-text NAME=DOMAIN_OR_PATH")
-  return [tokenizer.decode([int(t) for t in row]) for row in np.asarray(tokens)[:docs]], str(source)
-
-
 def _write_submodel(folder: Path, run_dir: str, tokenizer, docs: int, override: str | None) -> dict[str, Any]:
   from safetensors.numpy import save_file
 
   masks, record, new_weights = runs.load_run(run_dir)
   packed, shapes, kept = submodels.encode(masks, new_weights)
-  texts, text_source = _draw_text(record, tokenizer, docs, override)
+  texts, text_source = router_text.of_run(record, tokenizer, docs, override)
   folder.mkdir(parents=True)
   save_file(packed, str(folder / "mask.safetensors"), metadata={"shapes": json.dumps(shapes)})
   if kept:
@@ -299,10 +268,10 @@ def build(config: LibraryConfig) -> Library:
   def fill(partial: Path) -> dict[str, Any]:
     converters.export_hf(loaded, partial / "base")
     if config.background:
-      tokens = _sample(config.background, loaded.tokenizer, config.router_docs, 256, 0)
       (partial / "router").mkdir()
       runs.write_json_atomic(partial / "router" / "background.json", {
-          "source": config.background, "texts": [loaded.tokenizer.decode([int(t) for t in r]) for r in tokens]})
+          "source": config.background,
+          "texts": router_text.of_source(config.background, loaded.tokenizer, config.router_docs)})
     manifest = {"format": outputs.LIBRARY_FORMAT,
                 "base": {**loaded.model_id, "dtype": runs.parameter_dtype(loaded.model)},
                 "route": dataclasses.asdict(config.route), "background": config.background, "submodels": {}, "versions": runs.versions()}
