@@ -33,11 +33,14 @@ def _route_flags(p, defaults) -> None:
   p.add_argument("--min-margin", type=float, default=defaults and defaults.min_margin,
                  help=f"perplexity: a best loss under the runner-up's by less (nats/token) is ambiguous"
                       f" ({shown.min_margin}){stored}")
+  p.add_argument("--mixed-share", type=float, default=defaults and defaults.mixed_share,
+                 help=f"classifier: a prompt whose pieces two sub-models win, the runner-up at least this share,"
+                      f" is mixed ({shown.mixed_share}; above 0.5: never){stored}")
 
 
 def _overrides(args) -> dict:
   return {"router": args.router, "default": args.default, "min_confidence": args.min_confidence,
-          "min_margin": args.min_margin}
+          "min_margin": args.min_margin, "mixed_share": args.mixed_share}
 
 
 def add_library(sub) -> None:

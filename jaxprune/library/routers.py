@@ -11,8 +11,9 @@ A router is a function ``(context, text, config) -> Route`` in `ROUTERS`:
 
 An ambiguous prompt (prose, or several languages at once) goes to the
 default sub-model (``dense``: the base, unpruned) and the route says so:
-for the classifier, when the background class wins or the top probability is
-below ``min_confidence``; for
+for the classifier, when the background class wins, the top probability is
+below ``min_confidence``, or the prompt's pieces are won by different
+sub-models (``mixed_share``); for
 perplexity, when the best loss beats the runner-up by less than ``min_margin``
 nats per token.
 
@@ -41,19 +42,22 @@ class RouteConfig:
     default: the sub-model (or ``dense``) that answers ambiguous prompts.
     min_confidence: classifier: a top probability below this is ambiguous.
     min_margin: perplexity: a best loss less than this (nats per token) under the runner-up's is ambiguous.
+    mixed_share: classifier: a prompt whose pieces (`PIECE_CHARS` each) are confidently won by two sub-models,
+      the runner-up with at least this share of them, is mixed, so ambiguous (above 0.5: never).
   """
 
   router: str = "classifier"
   default: str = "dense"
   min_confidence: float = 0.6
   min_margin: float = 0.02
+  mixed_share: float = 0.25
 
   def __post_init__(self):
     if self.router not in ROUTERS:
       raise JaxpruneError(f"unknown router {self.router!r}: use one of {', '.join(ROUTERS)}")
-    if not 0 <= self.min_confidence <= 1 or self.min_margin < 0:
-      raise JaxpruneError(f"min_confidence {self.min_confidence} must be in [0, 1] and min_margin"
-                          f" {self.min_margin} at least 0")
+    if not 0 <= self.min_confidence <= 1 or self.min_margin < 0 or self.mixed_share <= 0:
+      raise JaxpruneError(f"min_confidence {self.min_confidence} must be in [0, 1], min_margin {self.min_margin}"
+                          f" at least 0 and mixed_share {self.mixed_share} above 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +84,9 @@ class Context(Protocol):
   def mean_nll(self, name: str, text: str) -> float | None: ...
 
 
+PIECE_CHARS = 160
+"""The classifier also judges a prompt piece by piece (cut at line ends), to tell mixed languages."""
+
 RouterFn = Callable[[Context, str, RouteConfig], tuple[str | None, dict[str, float], str]]
 ROUTERS: dict[str, RouterFn] = {}
 
@@ -101,6 +108,11 @@ def by_classifier(context: Context, text: str, config: RouteConfig) -> tuple[str
   best = max(scores, key=scores.get)
   if best == classifier_lib.OTHER:
     return None, scores, f"ambiguous: most like the background text (probability {scores[best]:.2f})"
+  votes = _piece_votes(context.classifier, text, config.min_confidence)
+  if len(votes) > 1:
+    ranked = sorted(votes, key=votes.get, reverse=True)
+    if votes[ranked[1]] >= config.mixed_share * sum(votes.values()):
+      return None, scores, (f"ambiguous: mixed languages ({', '.join(f'{votes[n]} pieces like {n}' for n in ranked)})")
   if scores[best] < config.min_confidence:
     return None, scores, (f"ambiguous: top probability {scores[best]:.2f} ({best}) is below"
                           f" min_confidence {config.min_confidence}")
@@ -121,6 +133,17 @@ def by_perplexity(context: Context, text: str, config: RouteConfig) -> tuple[str
     return None, losses, (f"ambiguous: {ranked[0]}'s loss is {losses[ranked[1]] - losses[ranked[0]]:.3f} nats/token"
                           f" under {ranked[1]}'s, less than min_margin {config.min_margin}")
   return ranked[0], losses, f"lowest loss {losses[ranked[0]]:.3f} nats/token"
+
+
+def _piece_votes(classifier: classifier_lib.Classifier, text: str, min_confidence: float) -> dict[str, int]:
+  """How many pieces of about `PIECE_CHARS` characters of ``text`` each sub-model wins confidently."""
+  votes: dict[str, int] = {}
+  for piece in classifier_lib.pieces(text, PIECE_CHARS):
+    probs = classifier_lib.probabilities(classifier, piece)
+    winner = max(probs, key=probs.get)
+    if winner != classifier_lib.OTHER and probs[winner] >= min_confidence:
+      votes[winner] = votes.get(winner, 0) + 1
+  return votes
 
 
 def route(context: Context, text: str, config: RouteConfig) -> Route:

@@ -36,6 +36,10 @@ def test_ambiguous_prompts_fall_back_to_the_default_and_say_so(tiny_library):
   assert route.chosen == "dense" and route.fallback and "background" in route.reason
   route = models.route_text(tiny_library, PY_PROMPT, min_confidence=1.0, default="java")
   assert route.chosen == "java" and route.fallback and "min_confidence" in route.reason
+  mixed = source(JAVA, 3)[:150] + "\n" + source(PYTHON, 3)[:150]
+  route = models.route_text(tiny_library, mixed)
+  assert route.chosen == "dense" and route.fallback and "mixed languages" in route.reason
+  assert not models.route_text(tiny_library, mixed, mixed_share=0.6).fallback
   with pytest.raises(JaxpruneError, match="not a sub-model"):
     models.route_text(tiny_library, PY_PROMPT, default="cobol")
   with pytest.raises(JaxpruneError, match="unknown router"):
