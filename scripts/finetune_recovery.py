@@ -3,13 +3,18 @@
   python scripts/finetune_recovery.py --cpu-shared            # SmolLM2, the Python sub-model, 60 steps
   python scripts/finetune_recovery.py --calib java --steps 200 --lr 5e-5
   python scripts/finetune_recovery.py --lora 16
+  python scripts/finetune_recovery.py --model qwen2.5-coder-0.5b --nsamples 128 --seqlen 512 --code --chat \
+      --steps 500 --lr 2e-5 --train-seqlen 512        # + greedy HumanEval pass@1 in four languages
 
 The sub-model is the reproduction's run (``OUT/runs/wanda50-<calib>-s<seed>``,
 pruned now if missing); it is fine-tuned with ``jaxprune finetune``'s library
 call on the calibration side of its own domain into ``OUT/runs/<name>``, and
 the dense model, the sub-model and the fine-tuned sub-model are evaluated on
 the held-out side of every domain (does recovery keep the language
-specificity, or wash it out?). Every unit is cached: the runs (the fine-tuning
+specificity, or wash it out?) and, with ``--code``, by greedy HumanEval
+pass@1 in Python, Java, C++ and JavaScript (the settings of
+``reproduce_languages.py --table4`` by default, so its cached cells are
+reused). Every unit is cached: the runs (the fine-tuning
 resumes from its Orbax checkpoints after a kill), each evaluation under
 ``OUT/evals/``, so rerunning the command continues where it stopped. Writes
 ``OUT/finetune/<name>.json`` (numbers, settings, losses, timings), ``.md``
@@ -34,9 +39,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from _reproduce import Experiment, _write_json, evaluate_cached, lazy_run  # noqa: E402
+from evals.tasks import EvalConfig  # noqa: E402
 
 log = logging.getLogger("finetune_recovery")
 DOMAINS = ("python", "java", "cpp", "javascript", "english")
+CODE = ("humaneval", "humaneval-java", "humaneval-cpp", "humaneval-js")
 
 
 def _parse(argv):
@@ -58,9 +65,14 @@ def _parse(argv):
   p.add_argument("--train-seqlen", type=int, default=d.seqlen)
   p.add_argument("--lora", type=int, default=d.lora)
   p.add_argument("--checkpoint-every", type=int, default=10)
+  p.add_argument("--code", action="store_true", help="also greedy HumanEval pass@1 in four languages")
+  p.add_argument("--limit", type=int, default=164, help="--code: problems per language")
+  p.add_argument("--max-new-tokens", type=int, default=512, help="--code: tokens per completion")
+  p.add_argument("--chat", action="store_true", help="--code: prompt through the chat template")
+  p.add_argument("--gen-batch-size", type=int, default=EvalConfig.gen_batch_size)
   p.add_argument("--cpu-shared", action="store_true", help="say in the JSON that other work shared the CPU")
   args = p.parse_args(argv)
-  args.seeds, args.limit, args.max_new_tokens, args.chat, args.gen_batch_size = [args.seed], 0, 0, False, 1
+  args.seeds = [args.seed]
   train = TrainConfig(steps=args.steps, lr=args.lr, batch=args.batch, seqlen=args.train_seqlen,
                       lora=args.lora, seed=args.seed)
   return args, train
@@ -116,7 +128,7 @@ def main(argv=None) -> dict:
   exp = Experiment.create(args, command)
   start = time.perf_counter()
   domains = tuple(d for d in args.domains.split(",") if d)
-  tasks = tuple(f"ppl:{d}" for d in domains)
+  tasks = tuple(f"ppl:{d}" for d in domains) + (CODE if args.code else ())
   base_name = f"wanda50-{args.calib}-s{args.seed}"
   name = f"{base_name}-ft{train.steps}-lr{train.lr:g}" + (f"-lora{train.lora}" if train.lora else "")
   dense = evaluate_cached(exp, None, "dense", tasks)
@@ -133,10 +145,13 @@ def main(argv=None) -> dict:
           "fine-tuned": {d: tuned[f"ppl:{d}"] for d in domains}}
   recovered = {d: (rows["pruned"][d] - rows["fine-tuned"][d]) / (rows["pruned"][d] - rows["dense"][d])
                for d in domains}
+  code = {label: {t: cells[t] for t in CODE} for label, cells in (("dense", dense), ("pruned", before),
+                                                                   ("fine-tuned", tuned))} if args.code else None
   report = {
       "command": command, "experiment": exp.record(), "base_run": base_name, "run": name,
       "train": dataclasses.asdict(train), "train_tokens": ft["tokens"], "train_seconds": ft["train_seconds"],
       "losses": ft["losses"], "perplexity": rows, "fraction_of_pruning_loss_recovered": recovered,
+      "humaneval_greedy": code,
       "elapsed_s": elapsed,
       "cpu": {"count": os.cpu_count(), "shared": bool(args.cpu_shared), "load_average_at_start": load_start,
               "load_average_at_end": os.getloadavg(),
@@ -155,6 +170,13 @@ def main(argv=None) -> dict:
   for label, row in rows.items():
     lines.append(f"| {label} | " + " | ".join(f"{row[d]:.2f}" for d in domains) + " |")
   lines.append("| recovered | " + " | ".join(f"{recovered[d]:.0%}" for d in domains) + " |")
+  if code:
+    lines += ["", f"Greedy HumanEval pass@1 ({args.limit} problems at most per language"
+              + (", chat prompting" if args.chat else "") + "):", "",
+              "| model | " + " | ".join(CODE) + " |", "|---|" + "---|" * len(CODE)]
+    for label, cells in code.items():
+      lines.append(f"| {label} | " + " | ".join(f"{100 * cells[t]['pass@1']:.1f} ({len(cells[t]['solved'])}/"
+                                                 f"{cells[t]['problems']})" for t in CODE) + " |")
   (out / f"{name}.md").write_text("\n".join(lines) + "\n")
   print((out / f"{name}.md").read_text())
   return report

@@ -40,3 +40,16 @@ def test_before_and_after_are_measured_and_a_rerun_reuses_every_unit(tmp_path, m
   monkeypatch.setattr("jaxprune.runs.prune_run", untouched)
   again = finetune_recovery.main(["--model", str(folder), "--out", str(out), *ARGS])
   assert again["perplexity"] == report["perplexity"] and not again["cpu"]["shared"]
+
+
+def test_code_cells_are_measured_before_and_after(tmp_path):
+  folder, _ = make_tiny_with_tokenizer(tmp_path / "model", "llama", max_position_embeddings=4096)
+  out = tmp_path / "out"
+  report = finetune_recovery.main(["--model", str(folder), "--out", str(out), *ARGS, "--code", "--limit", "1",
+                                   "--max-new-tokens", "2"])
+  code = report["humaneval_greedy"]
+  assert set(code) == {"dense", "pruned", "fine-tuned"}
+  for cells in code.values():
+    assert set(cells) == set(finetune_recovery.CODE)
+    assert all(cell["problems"] == 1 and 0 <= cell["pass@1"] <= 1 for cell in cells.values())
+  assert "| fine-tuned | 0.0 (0/1)" in (out / "finetune" / "wanda50-python-s0-ft3-lr0.01.md").read_text()
