@@ -86,7 +86,10 @@ class ChatBody(_Common):
 
 
 class BodyLimit:
-  """ASGI middleware: a body over ``limit`` bytes (declared or received) is answered 413 unread."""
+  """ASGI middleware: a body over ``limit`` bytes (declared, or counted as it arrives) is answered 413.
+
+  The body is read here first (at most ``limit`` bytes are kept) and handed to the app once complete.
+  """
 
   def __init__(self, app, limit: int):
     self.app, self.limit = app, limit
@@ -94,21 +97,24 @@ class BodyLimit:
   async def __call__(self, scope, receive, send):
     if scope["type"] != "http":
       return await self.app(scope, receive, send)
-    declared = dict(scope.get("headers") or {}).get(b"content-length")
     too_big = _error(413, f"request body over {self.limit} bytes: send a shorter prompt", code="request_too_large")
+    declared = dict(scope.get("headers") or {}).get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > self.limit:
       return await too_big(scope, receive, send)
-    seen = 0
-
-    async def limited():
-      nonlocal seen
+    messages, size = [], 0
+    while True:
       message = await receive()
-      seen += len(message.get("body", b""))
-      if seen > self.limit:
-        raise ApiError(413, f"request body over {self.limit} bytes: send a shorter prompt", code="request_too_large")
-      return message
+      messages.append(message)
+      size += len(message.get("body", b""))
+      if size > self.limit:
+        return await too_big(scope, receive, send)
+      if message["type"] != "http.request" or not message.get("more_body"):
+        break
 
-    return await self.app(scope, limited, send)
+    async def replay():
+      return messages.pop(0) if messages else await receive()
+
+    return await self.app(scope, replay, send)
 
 
 def create_app(models: SubModels, config: ServeConfig) -> FastAPI:
@@ -143,10 +149,7 @@ def create_app(models: SubModels, config: ServeConfig) -> FastAPI:
       if not secrets.compare_digest(given.encode(), f"Bearer {config.api_key}".encode()):
         return _error(401, "missing or wrong API key: send Authorization: Bearer KEY", code="invalid_api_key",
                       kind="authentication_error")
-    try:
-      return await call_next(request)
-    except ApiError as err:  # raised by the body limit while the body is read
-      return _error(err.status, err.message, err.param, err.code, err.kind)
+    return await call_next(request)
 
   @app.get("/v1/models")
   async def list_models():

@@ -167,3 +167,15 @@ def test_a_request_that_times_out_is_cancelled(submodels):
       time.sleep(0.05)
     assert stats["requests"] == 0
     assert json.loads(httpx.get(url + "/models", timeout=30).text)["data"][0]["id"] == "auto"
+
+
+def test_a_chunked_body_over_the_limit_is_refused_while_read(served, client):
+  def body():
+    yield b'{"model": "python", "prompt": "'
+    for _ in range(60):
+      yield b"x" * 1000
+    yield b'", "max_tokens": 2}'
+
+  raw = httpx.post(served[0] + "/completions", content=body(), timeout=30, headers={"content-type": "application/json"})
+  assert raw.status_code == 413 and raw.json()["error"]["code"] == "request_too_large"
+  assert client.completions.create(model="java", prompt="class B", max_tokens=2).model == "java"
