@@ -24,6 +24,7 @@ from penzai import pz
 from penzai.models.transformer import model_parts
 from penzai.models.transformer.variants import llamalike_common as llc
 
+from converters import names
 from jaxprune.errors import JaxpruneError
 from jaxprune.spec import LinearSpec, ModelSpec
 
@@ -150,36 +151,8 @@ def _penzai_config(config, param_dtype, activation_dtype) -> llc.LlamalikeTransf
 # HF names
 # --------------------------------------------------------------------------- #
 
-_BLOCK_NAMES = {
-    "attention/query.weights": "self_attn.q_proj.weight",
-    "attention/key.weights": "self_attn.k_proj.weight",
-    "attention/value.weights": "self_attn.v_proj.weight",
-    "attention/output.weights": "self_attn.o_proj.weight",
-    "mlp/gating_linear.weights": "mlp.gate_proj.weight",
-    "mlp/value_linear.weights": "mlp.up_proj.weight",
-    "mlp/out_linear.weights": "mlp.down_proj.weight",
-    "pre_attention_norm/scale.weights": "input_layernorm.weight",
-}
-_PLAIN_NORMS = {"pre_ffw_norm/scale.weights": "post_attention_layernorm.weight"}
-_SANDWICH_NORMS = {
-    "post_attention_norm/scale.weights": "post_attention_layernorm.weight",
-    "pre_ffw_norm/scale.weights": "pre_feedforward_layernorm.weight",
-    "post_ffw_norm/scale.weights": "post_feedforward_layernorm.weight",
-}
-_TOP_NAMES = {
-    "transformer/embedder.embeddings": "model.embed_tokens.weight",
-    "transformer/final_norm/scale.weights": "model.norm.weight",
-    "transformer/lm_head.weights": "lm_head.weight",
-}
-PRUNABLE_SUFFIXES = (
-    "self_attn.q_proj.weight",
-    "self_attn.k_proj.weight",
-    "self_attn.v_proj.weight",
-    "self_attn.o_proj.weight",
-    "mlp.gate_proj.weight",
-    "mlp.up_proj.weight",
-    "mlp.down_proj.weight",
-)
+_TOP_NAMES = {penzai: hf for hf, penzai, _ in names.TOP}
+PRUNABLE_SUFFIXES = names.PRUNABLE_SUFFIXES
 
 
 def _hf_name(label: str, fam: Family) -> str:
@@ -187,7 +160,7 @@ def _hf_name(label: str, fam: Family) -> str:
     return _TOP_NAMES[label]
   prefix, _, rest = label.partition("/block_")
   index, _, local = rest.partition("/")
-  table = {**_BLOCK_NAMES, **(_SANDWICH_NORMS if fam.sandwich_norms else _PLAIN_NORMS)}
+  table = {f"{penzai}.weights": f"{hf}.weight" for hf, penzai, _ in names.block_rows(fam.sandwich_norms) if penzai}
   if prefix != "transformer" or local not in table:
     raise AssertionError(f"unmapped penzai parameter {label}")
   return f"model.layers.{index}.{table[local]}"
@@ -213,9 +186,7 @@ def layouts(config) -> dict[str, tuple[dict[str, int], dict[str, int]]]:
   }
   if not fam.gemma_norms:
     out["lm_head.weight"] = ({"vocabulary": pc.vocab_size}, emb)
-  norm_names = ["input_layernorm.weight"] + (
-      list(_SANDWICH_NORMS.values()) if fam.sandwich_norms else list(_PLAIN_NORMS.values())
-  )
+  norm_names = names.norm_names(fam.sandwich_norms)
   for i in range(pc.num_decoder_blocks):
     p = f"model.layers.{i}."
     out[p + "self_attn.q_proj.weight"] = (q_axes, emb)

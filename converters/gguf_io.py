@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from converters import names
 from jaxprune.errors import JaxpruneError
 
 log = logging.getLogger(__name__)
@@ -37,25 +38,7 @@ PERMUTED_ARCHITECTURES = frozenset({"llama"})
 # Layer counts by which llama.cpp recognises Gemma 2/3 27B (their own attention scale).
 _GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}
 
-_BLOCK_TENSORS = {
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-    "attn_norm": "input_layernorm",
-    "attn_q_norm": "self_attn.q_norm",
-    "attn_k_norm": "self_attn.k_norm",
-}
-_PLAIN_NORMS = {"ffn_norm": "post_attention_layernorm"}
-_SANDWICH_NORMS = {
-    "post_attention_norm": "post_attention_layernorm",
-    "ffn_norm": "pre_feedforward_layernorm",
-    "post_ffw_norm": "post_feedforward_layernorm",
-}
-_TOP_TENSORS = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+_TOP_TENSORS = {stem: hf.removesuffix(".weight") for hf, _, stem in names.TOP}
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.(\w+)\.(weight|bias)$")
 
 
@@ -137,7 +120,7 @@ def hf_name(gguf_name: str, sandwich_norms: bool) -> str:
   if stem in _TOP_TENSORS:
     return f"{_TOP_TENSORS[stem]}.{kind}"
   match = _BLOCK_RE.match(gguf_name)
-  table = {**_BLOCK_TENSORS, **(_SANDWICH_NORMS if sandwich_norms else _PLAIN_NORMS)}
+  table = {stem: hf for hf, _, stem in names.block_rows(sandwich_norms)}
   if not match or match.group(2) not in table:
     return gguf_name  # left for the loader to report as unexpected
   return f"model.layers.{match.group(1)}.{table[match.group(2)]}.{match.group(3)}"

@@ -81,7 +81,7 @@ class GenerateConfig:
       live rows continue in a batch ``shrink`` times smaller (1: never shrink).
   """
 
-  max_new_tokens: int = 256
+  max_new_tokens: int = 512  # as codegen.SamplingConfig and tasks.EvalConfig (tested)
   temperature: float = 0.0
   top_p: float = 1.0
   stop: tuple[str, ...] = ()

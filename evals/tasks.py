@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from evals.codegen import SamplingConfig
 from jaxprune.errors import JaxpruneError
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,10 @@ class EvalConfig:
   limit: int | None = None
   data: tuple[tuple[str, str], ...] = ()
   greedy: bool = False
-  num_samples: int = 20
-  temperature: float = 0.8
-  top_p: float = 0.95
-  max_new_tokens: int = 512
+  num_samples: int = SamplingConfig.num_samples
+  temperature: float = SamplingConfig.temperature
+  top_p: float = SamplingConfig.top_p
+  max_new_tokens: int = SamplingConfig.max_new_tokens
   gen_batch_size: int = 64
   chat: bool = False
   seed: int = 0

@@ -175,3 +175,13 @@ def test_missing_data_fails_before_the_model_loads(tmp_path, monkeypatch, capsys
   monkeypatch.setattr("jaxprune.corpora.cache_root", lambda *_: tmp_path)
   assert run_cli("--model", "/no/such/model", "--tasks", f"ppl:python,{task}") == 2
   assert f"pass --data {task}=FILE" in one_line_error(capsys)
+
+
+def test_generation_defaults_agree():
+  from evals.codegen import SamplingConfig
+  from evals.generate import GenerateConfig
+
+  config = tasks.EvalConfig(model="m", tasks=("humaneval",))
+  assert GenerateConfig().max_new_tokens == SamplingConfig().max_new_tokens == config.max_new_tokens
+  assert config.generation().max_new_tokens == config.max_new_tokens
+  assert (config.num_samples, config.temperature, config.top_p) == (20, 0.8, 0.95)  # the paper's sampling
