@@ -156,3 +156,19 @@ def test_damaged_weights_of_a_fine_tuned_run_are_one_line(tuned, tiny, tmp_path,
   code = cli.main(["eval", "--model", str(folder), "--masks", str(damaged), "--tasks", "ppl:python",
                    "--max-windows", "1", "--seqlen", "16"])
   one_line_error(capsys, code, 2, "cannot be read")
+
+
+def test_lora_run_merges_a_masked_update(tiny, corpus, base_run, tmp_path):
+  from jaxprune import weights
+
+  folder, loaded = tiny
+  out = tmp_path / "lora"
+  assert cli.main(["finetune", "--model", str(folder), "--masks", str(base_run), "--calib", str(corpus),
+                   *FLAGS, "--lora", "2", "--out", str(out)]) == 0
+  record = json.loads((out / "run.json").read_text())["finetune"]
+  assert record["mode"] == "lora rank 2" and record["train"]["lora"] == 2
+  masks, _, new = runs.load_run(out)
+  dense = {n: np.asarray(weights.hf_matrix(l)) for n, l in weights.prunable_linears(loaded.model).items()}
+  for name, w in new.items():
+    delta = w - np.where(masks[name], dense[name], 0)
+    assert not np.any(w[~masks[name]]) and np.any(delta != 0), name
