@@ -31,10 +31,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from penzai import pz
 
-from jaxprune import attention
+from jaxprune import activations, attention
 from jaxprune import masks as masks_lib
 from jaxprune import blocks as block_ops
 from jaxprune import methods, stats, weights
+from jaxprune.activations import CPU_SCORE_BYTES, auto_microbatch  # noqa: F401  (public)
 from jaxprune.blocks import apply_result, split_blocks
 
 __all__ = ["PruneConfig", "PruneResult", "apply_result", "data_mesh", "prune", "split_blocks"]
@@ -127,7 +128,6 @@ class PruneResult:
 # Model structure
 
 
-_embed = jax.jit(block_ops.embed)
 _block_forward = jax.jit(block_ops.block_forward)
 _block_statistics = jax.jit(block_ops.block_statistics)
 _choose_masks = jax.jit(methods.choose_masks, static_argnames=("method", "pattern", "config"))
@@ -145,114 +145,7 @@ def data_mesh(devices=None) -> Mesh:
   return Mesh(devices.reshape(-1), ("data",))
 
 
-def _check_tokens(tokens, vocab_size: int | None, max_positions: int | None) -> np.ndarray:
-  tokens = np.asarray(tokens)
-  if tokens.ndim != 2 or tokens.size == 0:
-    raise JaxpruneError(
-        f"calibration tokens must be a non-empty int array [n, seqlen], got shape {tokens.shape}"
-    )
-  if not np.issubdtype(tokens.dtype, np.integer):
-    raise JaxpruneError(f"calibration tokens must be integers, got {tokens.dtype}")
-  if tokens.shape[1] < 2:
-    raise JaxpruneError(f"calibration seqlen {tokens.shape[1]} is too short: use at least 2 tokens")
-  if max_positions and tokens.shape[1] > max_positions:
-    raise JaxpruneError(
-        f"calibration seqlen {tokens.shape[1]} exceeds the model's context of {max_positions}:"
-        f" use --seqlen {max_positions} or less"
-    )
-  if vocab_size and (tokens.min() < 0 or tokens.max() >= vocab_size):
-    raise JaxpruneError(f"calibration tokens fall outside the vocabulary [0, {vocab_size}): wrong tokenizer?")
-  return tokens.astype(np.int32)
-
-
-def _put(tree, sharding: NamedSharding):
-  """Host or local arrays (the same on every process) as global arrays.
-
-  Each process builds only its own devices' shards: under `jax.distributed` a
-  process puts just its rows of every calibration micro-batch on its devices.
-  (`jax.device_put` would all-gather each array to check it is the same on
-  every process: a whole block's weights per call.)
-  """
-  if sharding.is_fully_addressable:
-    return jax.device_put(tree, sharding)
-  return jax.tree.map(lambda a: jax.make_array_from_callback(np.shape(a), sharding, lambda i: a[i]), tree)
-
-
-def _local(x: jax.Array) -> jax.Array:
-  """This process's copy of a replicated statistic: masks are chosen locally
-  (the same on every process), without cross-host traffic."""
-  if x.is_fully_addressable:
-    return x
-  assert x.is_fully_replicated, "block statistics must come out replicated"
-  return x.addressable_data(0)
-
-
-@dataclasses.dataclass
-class _Batches:
-  """Calibration activations as a list of sharded micro-batches."""
-
-  x: list[jax.Array]
-  weight: list[jax.Array]
-
-
-CPU_SCORE_BYTES = 5 * 2**20
-
-
-def auto_microbatch(block, tokens_shape: tuple[int, int], mesh: Mesh, attention_chunk: int = 0) -> int:
-  """Sequences per step when `PruneConfig.microbatch` is None.
-
-  Accelerators take 8 (large matmuls keep them busy). On CPUs a step is bound
-  by memory traffic over the attention scores a chunk materializes (heads x
-  chunk x seqlen float32 per sequence; chunk = seqlen unchunked), so each
-  device gets as many sequences as keep them within `CPU_SCORE_BYTES`, and
-  never more than the calibration set needs (no padding sequences). Measured
-  on SmolLM2 with 128-query chunks: 2 sequences of 512 tokens or 4 of 256 per
-  step are the fastest per sequence.
-  """
-  n, seqlen = tokens_shape
-  devices = mesh.devices.size
-  needed = math.ceil(n / devices)
-  if mesh.devices.flat[0].platform != "cpu":
-    return devices * min(needed, math.ceil(8 / devices))
-  heads = 0
-  for linear in block.select().at_instances_of(pz.nn.Linear).get_sequence():
-    names = tuple(linear.out_axis_names)
-    if "query_heads" in names:
-      sizes = dict(zip(names, weights.axis_sizes(linear)[0]))
-      heads = math.prod(v for k, v in sizes.items() if k != "projection")
-      break
-  chunk = min(attention_chunk, seqlen) if attention_chunk else seqlen
-  per_sequence = max(heads, 1) * chunk * seqlen * 4
-  return devices * min(needed, max(1, CPU_SCORE_BYTES // per_sequence))
-
-
-def _sample_weights(n: int, microbatch: int, mesh: Mesh) -> list[jax.Array]:
-  """Per-sequence weights of each micro-batch: 1 for real, 0 for padding.
-
-  Micro-batches have a fixed size (a multiple of the device count), so one
-  compiled function serves them all; padding sequences contribute nothing.
-  """
-  devices = mesh.devices.size
-  mb = math.ceil(microbatch / devices) * devices
-  padded = math.ceil(n / mb) * mb
-  w = np.zeros((padded,), np.float32)
-  w[:n] = 1.0
-  sharding = NamedSharding(mesh, PartitionSpec("data"))
-  return [_put(w[i : i + mb], sharding) for i in range(0, padded, mb)]
-
-
-def _microbatches(tokens: np.ndarray, microbatch: int, mesh: Mesh, prefix) -> _Batches:
-  ws = _sample_weights(tokens.shape[0], microbatch, mesh)
-  mb = ws[0].shape[0]
-  tok = np.zeros((mb * len(ws), tokens.shape[1]), np.int32)
-  tok[: tokens.shape[0]] = tokens
-  sharding = NamedSharding(mesh, PartitionSpec("data"))
-  prefix = _put(pz.freeze_params(prefix), NamedSharding(mesh, PartitionSpec()))
-  xs = [_embed(prefix, _put(tok[i : i + mb], sharding)) for i in range(0, tok.shape[0], mb)]
-  return _Batches(xs, ws)
-
-
-def _run(block, batches: _Batches, mesh: Mesh, *, probe_names: set[str] | None, with_gram: bool,
+def _run(block, batches: activations.Batches, mesh: Mesh, *, probe_names: set[str] | None, with_gram: bool,
          attention_chunk: int, outputs: bool = True):
   """Forward ``block`` over all micro-batches; return (outputs or None, stats by name)."""
   if probe_names:
@@ -262,7 +155,7 @@ def _run(block, batches: _Batches, mesh: Mesh, *, probe_names: set[str] | None, 
   block_def, values = block_ops.canonical(block)
   # Weights and statistics replicated on every device: one sharding for every
   # call, so the compiled function is reused across micro-batches and blocks.
-  values = _put(values, NamedSharding(mesh, PartitionSpec()))
+  values = activations.put(values, NamedSharding(mesh, PartitionSpec()))
   state_labels = [v.label for v in values if isinstance(v, pz.StateVariableValue)]
   fixed = [v for v in values if not isinstance(v, pz.StateVariableValue)]
   state = [v for v in values if isinstance(v, pz.StateVariableValue)]
@@ -304,10 +197,10 @@ def prune(loaded, calib_tokens, config: PruneConfig = PruneConfig(), *, mesh: Me
   prefix, blocks, _ = split_blocks(loaded.model)
   tokens = None
   if method.needs_calibration:
-    tokens = _check_tokens(calib_tokens, loaded.spec.vocab_size, loaded.spec.max_positions)
+    tokens = activations.check_tokens(calib_tokens, loaded.spec.vocab_size, loaded.spec.max_positions)
   microbatch = config.microbatch
   if microbatch is None and tokens is not None:
-    microbatch = auto_microbatch(blocks[0], tokens.shape, mesh, config.attention_chunk)
+    microbatch = activations.auto_microbatch(blocks[0], tokens.shape, mesh, config.attention_chunk)
     log.info("%d calibration sequences per step", microbatch)
   per_block = config.block_sparsity
   if config.allocation == "owl" and per_block is None:
@@ -347,10 +240,10 @@ class _BlockResult:
   masks: dict[str, np.ndarray]
   weights: dict[str, np.ndarray]
   statistics: dict[str, np.ndarray]
-  batches: _Batches | None  # the next block's inputs
+  batches: activations.Batches | None  # the next block's inputs
 
 
-def _prune_block(block, batches: _Batches | None, pattern: masks_lib.Pattern, config: PruneConfig, mesh: Mesh,
+def _prune_block(block, batches: activations.Batches | None, pattern: masks_lib.Pattern, config: PruneConfig, mesh: Mesh,
                  last: bool, timings: dict[str, float]) -> _BlockResult:
   """Statistics, masks (and updated weights) of one block, and the next block's inputs."""
   method = methods.get(config.method)
@@ -366,7 +259,7 @@ def _prune_block(block, batches: _Batches | None, pattern: masks_lib.Pattern, co
                              attention_chunk=config.attention_chunk, outputs=not config.sequential)
     name_of = {f"stats:{block_relative(n)}": n for n in linears}
     for label, state in states:
-      collected[name_of[label]] = stats.finalize(jax.tree.map(_local, state))
+      collected[name_of[label]] = stats.finalize(jax.tree.map(activations.local, state))
     jax.block_until_ready((dense_out, collected))  # time the phase, not its dispatch
     timings["calibration_forward"] += time.perf_counter() - t0
 
@@ -391,11 +284,11 @@ def _prune_block(block, batches: _Batches | None, pattern: masks_lib.Pattern, co
       pruned = block_ops.apply_pruning(block, block_masks, block_weights)
       pruned_out, _ = _run(pruned, batches, mesh, probe_names=None, with_gram=False,
                            attention_chunk=config.attention_chunk)
-      batches = _Batches(pruned_out, batches.weight)
+      batches = activations.Batches(pruned_out, batches.weight)
       jax.block_until_ready(batches.x)
       timings["pruned_forward"] += time.perf_counter() - t0
     else:
-      batches = _Batches(dense_out, batches.weight)
+      batches = activations.Batches(dense_out, batches.weight)
   return _BlockResult(block_masks, {k: np.asarray(v) for k, v in block_weights.items()}, block_stats,
                       None if last else batches)
 
@@ -413,11 +306,11 @@ def _prune_blocks(prefix, blocks, tokens, config: PruneConfig, patterns: list[ma
     if restored is not None:
       start_block, result_masks, result_stats, new_weights, xs = restored
       if xs is not None:
-        batches = _Batches(xs, _sample_weights(tokens.shape[0], microbatch, mesh))
+        batches = activations.Batches(xs, activations.sample_weights(tokens.shape[0], microbatch, mesh))
       log.info("resuming after block %d", start_block)
   if tokens is not None and batches is None:
     t0 = time.perf_counter()
-    batches = _microbatches(tokens, microbatch, mesh, prefix)
+    batches = activations.microbatches(tokens, microbatch, mesh, prefix)
     timings["calibration_forward"] += time.perf_counter() - t0
 
   for b in range(start_block, len(blocks)):
