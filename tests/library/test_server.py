@@ -179,3 +179,32 @@ def test_a_chunked_body_over_the_limit_is_refused_while_read(served, client):
   raw = httpx.post(served[0] + "/completions", content=body(), timeout=30, headers={"content-type": "application/json"})
   assert raw.status_code == 413 and raw.json()["error"]["code"] == "request_too_large"
   assert client.completions.create(model="java", prompt="class B", max_tokens=2).model == "java"
+
+
+def test_jaxprune_serve_runs_until_interrupted(tiny_library):
+  import os
+  import signal
+  import socket
+  import subprocess
+  import sys
+
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  proc = subprocess.Popen([sys.executable, "-m", "jaxprune.cli", "serve", str(tiny_library), "--port", str(port)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  try:
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="-", max_retries=0, timeout=120)
+    deadline = time.monotonic() + 120
+    while True:
+      try:
+        assert [m.id for m in client.models.list()][:2] == ["auto", "dense"]
+        break
+      except openai.APIConnectionError:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.2)
+    assert client.completions.create(model="auto", prompt=JAVA_PROMPT, max_tokens=3).model == "java"
+  finally:
+    proc.send_signal(signal.SIGINT)
+    proc.wait(60)
+  assert f"127.0.0.1:{port}" in proc.stderr.read().decode()
