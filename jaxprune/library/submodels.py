@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -66,6 +67,18 @@ def check_fits(model, shapes: Mapping[str, list[int]]) -> None:
                           " the library is damaged; rebuild it with `jaxprune library build`")
 
 
+@jax.jit
+def _keep(matrix: jax.Array, packed: jax.Array) -> jax.Array:
+  """``matrix`` [out, in] with the weights whose bit in ``packed`` [out, ceil(in/8)] is 0 set to zero.
+
+  Unpacks on the device, in the little bit order of `jaxprune.masks.pack`: the
+  host never holds the bool mask.
+  """
+  bits = (packed[:, :, None] >> jnp.arange(8, dtype=jnp.uint8)) & 1
+  keep = bits.reshape(packed.shape[0], -1)[:, :matrix.shape[1]].astype(bool)
+  return jnp.where(keep, matrix, jnp.zeros((), matrix.dtype))
+
+
 def apply(base_model, packed: Mapping[str, np.ndarray], shapes: Mapping[str, list[int]],
           kept: Mapping[str, np.ndarray]):
   """The sub-model: ``base_model`` with updated weights set and pruned weights zeroed.
@@ -74,13 +87,12 @@ def apply(base_model, packed: Mapping[str, np.ndarray], shapes: Mapping[str, lis
   norms, biases) is the base's own array, shared, not copied.
   """
   check_fits(base_model, shapes)
-  masks = unpack(packed, shapes)
-  updated = dense_weights(masks, kept)
+  updated = dense_weights(unpack({n: packed[n] for n in kept}, {n: shapes[n] for n in kept}), kept)
 
   def sub(name, matrix):
-    if name not in masks:
+    if name not in shapes:
       return None
     source = jnp.asarray(updated[name]).astype(matrix.dtype) if name in updated else matrix
-    return jnp.where(jnp.asarray(masks[name]), source, jnp.zeros((), matrix.dtype))
+    return _keep(source, jnp.asarray(packed[name]))
 
   return weights.map_linear_weights(base_model, sub)

@@ -121,6 +121,9 @@ def test_kept_values_round_trip():
   packed, shapes, kept = submodels.encode({"m": mask}, {"m": w})
   assert kept["m"].size == mask.sum()
   np.testing.assert_array_equal(submodels.dense_weights(submodels.unpack(packed, shapes), kept)["m"], w)
+  for shape in ((5, 11), (4, 16), (3, 1)):  # the device-side unpacking keeps exactly the mask's weights
+    mask, w = rng.random(shape) < 0.5, rng.standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(submodels._keep(w, masks_lib.pack(mask)), np.where(mask, w, 0))
 
 
 def test_cli_builds_edits_and_exports_a_library(tiny_runs, tmp_path, capsys):
