@@ -76,22 +76,23 @@ def local_windows(source: str, tokenizer, seqlen: int, max_windows: int) -> np.n
   eos = tokenizer.eos_token_id
   if eos is None:
     raise JaxpruneError("the tokenizer has no EOS token: joining documents needs one; set tokenizer.eos_token")
-  need = max_windows * seqlen
-  docs = ((g, key) for g, group in enumerate(corpus.groups) for key in group.keys)
-  stream: list[int] = []
-  for doc in docs:
-    text, _ = read_text(corpus, doc)
-    if text is not None:  # a prefix is enough: never tokenize whole megabyte files for a few windows
-      stream += tokenizer.encode(text[:(need - len(stream)) * calibration.CHARS_PER_TOKEN],
-                                 add_special_tokens=False) + [eos]
-      if len(stream) >= need:
-        break
-  k = min(max_windows, len(stream) // seqlen)
-  if k == 0:
+
+  def documents():
+    read = 0
+    for doc in ((g, key) for g, group in enumerate(corpus.groups) for key in group.keys):
+      text, _ = read_text(corpus, doc)
+      if text is not None:  # a prefix is enough: never tokenize whole megabyte files for a few windows
+        tokens = tokenizer.encode(text[:(max_windows * seqlen - read) * calibration.CHARS_PER_TOKEN],
+                                  add_special_tokens=False) + [eos]
+        read += len(tokens)
+        yield tokens
+
+  windows, total = calibration.join_windows(documents(), seqlen, max_windows)
+  if not len(windows):
     raise JaxpruneError(
-        f"ppl:{source} has {len(stream):,} tokens of UTF-8 text, fewer than one window of {seqlen}:"
+        f"ppl:{source} has {total:,} tokens of UTF-8 text, fewer than one window of {seqlen}:"
         " add text or lower --seqlen")
-  return np.asarray(stream[:k * seqlen], np.int32).reshape(k, seqlen)
+  return windows
 
 
 def windows_for(source: str, tokenizer, seqlen: int, max_windows: int) -> tuple[np.ndarray, str]:

@@ -22,7 +22,7 @@ import glob
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -256,20 +256,31 @@ def held_out(domain: str, tokenizer, seqlen: int, max_windows: int, *,
   _, held, positional = _sides(corpus)
   encode, eos = _encoder(tokenizer)
   text_of = _Side(corpus, positional, held_out=True)
-  stream: list[int] = []
-  for doc in _held_out_order(corpus, held):
-    if (text := text_of(doc)) is not None:
-      stream += encode(text if positional else text[:seqlen * CHARS_PER_TOKEN]) + [eos]
-      if len(stream) >= max_windows * seqlen:
-        break
-  k = min(max_windows, len(stream) // seqlen)
-  if k == 0:
+  texts = (text_of(doc) for doc in _held_out_order(corpus, held))
+  documents = (encode(t if positional else t[:seqlen * CHARS_PER_TOKEN]) + [eos] for t in texts if t is not None)
+  windows, total = join_windows(documents, seqlen, max_windows)
+  if not len(windows):
     raise JaxpruneError(
-        f"{domain}: the held-out side has {len(stream):,} tokens, fewer than one window of {seqlen}:"
+        f"{domain}: the held-out side has {total:,} tokens, fewer than one window of {seqlen}:"
         " add text or lower seqlen"
     )
-  text_of.report(domain, f"{k} held-out windows of {seqlen}")
-  return np.asarray(stream[:k * seqlen], np.int32).reshape(k, seqlen)
+  text_of.report(domain, f"{len(windows)} held-out windows of {seqlen}")
+  return windows
+
+
+def join_windows(documents: Iterable[list[int]], seqlen: int, max_windows: int) -> tuple[np.ndarray, int]:
+  """Documents' tokens (each ending in EOS) joined into up to ``max_windows`` windows int32 [k, seqlen].
+
+  Documents are read only until the windows are full. Returns the windows (k = 0
+  when there is less than one) and the number of tokens read.
+  """
+  stream: list[int] = []
+  for tokens in documents:
+    stream += tokens
+    if len(stream) >= max_windows * seqlen:
+      break
+  k = min(max_windows, len(stream) // seqlen)
+  return np.asarray(stream[:k * seqlen], np.int32).reshape(k, seqlen), len(stream)
 
 
 def portable_path(path: str) -> str:
