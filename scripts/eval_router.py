@@ -16,11 +16,16 @@ overrides). For every router (classifier, perplexity) the script reports:
 Greedy decoding is deterministic and a completion does not depend on its
 batch (`evals.generate`), so each system (every sub-model, and dense) is
 evaluated once on every prompt and the routed library's pass@1 is read from
-the chosen system's result for each prompt. Each system's report is kept
-under ``--work`` (rerunning continues where it stopped).
+the chosen system's result for each prompt. Each system's results are kept
+under ``--work`` (rerunning continues where it stopped); ``--reuse NAME=DIR``
+takes a system's results from HumanEval reports already made with the same
+greedy settings (the Table IV reproduction's cells of the runs the library
+was built from, and its dense cells).
 
   python scripts/eval_router.py --lib LIB --chat --out results/qwen2.5-coder-0.5b/router/eval_router.json
   python scripts/eval_router.py --lib LIB --limit 20 --tasks humaneval,humaneval-java   # a quick look
+  python scripts/eval_router.py --lib LIB --chat --reuse dense=results/qwen2.5-coder-0.5b/evals/dense \\
+      --reuse python=results/qwen2.5-coder-0.5b/evals/wanda50-python-s0 ... --out ...
 """
 
 from __future__ import annotations
@@ -78,37 +83,57 @@ def held_out_texts(source: str, tokenizer, windows: int, seqlen: int) -> list[st
   return [tokenizer.decode([int(t) for t in row]) for row in tokens]
 
 
-def system_report(models, name: str, tasks: tuple[str, ...], args, work: Path) -> dict[str, Any]:
-  """HumanEval reports of one system (a sub-model or dense), cached under ``work``."""
-  from evals import tasks as tasks_lib
+def reused(folder: Path, task: str, ids: list[str], args) -> dict[str, int] | None:
+  """{task id: solved} of one task from a full HumanEval report (``folder/<task>.json``, as
+  `jaxprune eval` and scripts/reproduce_languages.py write them), if it was made with the same greedy
+  settings and holds every problem asked for; else None."""
+  path = folder / f"{task}.json"
+  if not path.is_file():
+    return None
+  report = json.loads(path.read_text())
+  sampling = report.get("sampling") or report.get("config", {}).get("sampling", {})
+  same = (bool(report.get("config", {}).get("chat")) == args.chat and sampling.get("temperature") == 0.0
+          and sampling.get("num_samples") == 1 and sampling.get("max_new_tokens") == args.max_new_tokens)
+  per_problem = report.get("per_problem", {})
+  if not same or not set(ids) <= set(per_problem):
+    print(f"{path}: other settings or problems; generating instead", file=sys.stderr)
+    return None
+  return {tid: int(per_problem[tid]["correct"]) for tid in ids}
 
-  path = work / f"{name}.json"
-  key = {"tasks": list(tasks), "limit": args.limit, "chat": args.chat, "max_new_tokens": args.max_new_tokens}
-  if path.exists():
-    cached = json.loads(path.read_text())
-    if cached.get("key") == key:
-      return cached["reports"]
-  loaded = dataclasses.replace(models.loaded, model=models.model(name))
-  config = tasks_lib.EvalConfig(model=str(models.lib.base), tasks=tasks, greedy=True, chat=args.chat,
-                                limit=args.limit, max_new_tokens=args.max_new_tokens,
-                                gen_batch_size=args.gen_batch_size, samples=False)
-  print(f"evaluating {name} on {', '.join(tasks)} ...", file=sys.stderr, flush=True)
-  reports = tasks_lib.run_tasks(loaded, config)
-  slim = {t: {"metrics": r["metrics"], "per_problem": {k: v["correct"] for k, v in r["per_problem"].items()},
-              "seconds": r["seconds"]} for t, r in reports.items()}
+
+def system_report(models, name: str, ids: dict[str, list[str]], args, work: Path,
+                  reuse: Path | None) -> dict[str, dict[str, int]]:
+  """{task: {task id: solved}} of one system (a sub-model or dense): from ``reuse``'s reports where they fit,
+  else generated now (greedy) and cached under ``work``."""
+  from evals import tasks as tasks_lib
   from jaxprune import runs
 
-  runs.write_json_atomic(path, {"key": key, "reports": slim})
-  return slim
+  path = work / f"{name}.json"
+  key = {"limit": args.limit, "chat": args.chat, "max_new_tokens": args.max_new_tokens}
+  cached = json.loads(path.read_text()) if path.exists() else {}
+  solved = cached.get("solved", {}) if cached.get("key") == key else {}
+  known = set(solved)
+  for task in ids:
+    if task not in solved and reuse is not None and (found := reused(reuse, task, ids[task], args)) is not None:
+      solved[task] = found
+  missing = tuple(t for t in ids if t not in solved)
+  if missing:
+    loaded = dataclasses.replace(models.loaded, model=models.model(name))
+    config = tasks_lib.EvalConfig(model=str(models.lib.base), tasks=missing, greedy=True, chat=args.chat,
+                                  limit=args.limit, max_new_tokens=args.max_new_tokens,
+                                  gen_batch_size=args.gen_batch_size, samples=False)
+    print(f"evaluating {name} on {', '.join(missing)} ...", file=sys.stderr, flush=True)
+    for task, report in tasks_lib.run_tasks(loaded, config).items():
+      solved[task] = {tid: int(e["correct"]) for tid, e in report["per_problem"].items()}
+  if set(solved) != known:
+    runs.write_json_atomic(path, {"key": key, "solved": solved})
+  return {t: {tid: solved[t][tid] for tid in ids[t]} for t in ids}
 
 
 def routed_pass(systems: dict[str, dict], routes: dict[str, list[dict]], ids: dict[str, list[str]]) -> dict[str, float]:
   """pass@1 per task when each prompt is answered by its routed system."""
-  out = {}
-  for task, task_routes in routes.items():
-    solved = [systems[r["chosen"]][task]["per_problem"][tid] for r, tid in zip(task_routes, ids[task])]
-    out[task] = float(np.mean(solved)) if solved else None
-  return out
+  return {task: float(np.mean([systems[r["chosen"]][task][tid] for r, tid in zip(task_routes, ids[task])]))
+          for task, task_routes in routes.items()}
 
 
 def table(result: dict[str, Any]) -> str:
@@ -137,6 +162,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   p.add_argument("--held-out-seqlen", type=int, default=256)
   p.add_argument("--label", action="append", default=[], metavar="NAME=LANG", help="a sub-model's language")
   p.add_argument("--routers", default=",".join(ROUTERS))
+  p.add_argument("--reuse", action="append", default=[], metavar="NAME=DIR",
+                 help="a system's HumanEval reports already made (DIR/<task>.json, e.g. reproduce_languages' cells"
+                      " of the run the sub-model was built from; dense for the base): used where the settings match")
   p.add_argument("--work", default=None, help="folder of per-system reports (default: beside --out)")
   p.add_argument("--out", required=True, help="JSON to write")
   args = p.parse_args(argv)
@@ -177,10 +205,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        "chosen": {t: [r["chosen"] for r in task_routes[t]] for t in tasks}}
     chosen[router] = task_routes
 
-  systems = {name: system_report(models, name, tasks, args, work) for name in (models_lib.DENSE, *models.names)}
-  pass_at_1 = {}
-  for name, reports in systems.items():
-    pass_at_1[name] = {t: reports[t]["metrics"]["pass@1"] for t in tasks}
+  reuse = dict(x.split("=", 1) for x in args.reuse)
+  systems = {name: system_report(models, name, ids, args, work, Path(reuse[name]) if name in reuse else None)
+             for name in (models_lib.DENSE, *models.names)}
+  pass_at_1 = {name: {t: float(np.mean(list(solved[t].values()))) for t in tasks} for name, solved in systems.items()}
   for router, task_routes in chosen.items():
     pass_at_1[f"routed ({router})"] = routed_pass(systems, task_routes, ids)
   counts = {t: len(ids[t]) for t in tasks}

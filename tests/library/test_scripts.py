@@ -24,14 +24,14 @@ def test_eval_router_reads_routed_pass_from_each_systems_results(tiny_library, t
   assert json.loads(out.read_text())["pass_at_1"] == result["pass_at_1"]
   assert set(result["pass_at_1"]) == {"dense", "python", "java", "routed (classifier)", "routed (perplexity)"}
   assert result["labels"] == {"python": "python", "java": "java"}
-  systems = {p.stem: json.loads(p.read_text())["reports"] for p in (tmp_path / "router-systems").glob("*.json")}
+  systems = {p.stem: json.loads(p.read_text())["solved"] for p in (tmp_path / "router-systems").glob("*.json")}
   for router in ("classifier", "perplexity"):
     routing = result["routing"][router]
     assert routing["prompts"]["n"] == 4 and routing["held_out"]["n"] == 4  # 2 windows of each sub-model's source
     for task in ("humaneval", "humaneval-js"):
       chosen = routing["chosen"][task]
-      ids = list(systems["dense"][task]["per_problem"])
-      want = sum(systems[c][task]["per_problem"][t] for c, t in zip(chosen, ids)) / len(ids)
+      ids = list(systems["dense"][task])
+      want = sum(systems[c][task][t] for c, t in zip(chosen, ids)) / len(ids)
       assert result["pass_at_1"][f"routed ({router})"][task] == pytest.approx(want)
       # the JS prompts are labelled javascript, which no sub-model of this library is
       assert task != "humaneval-js" or routing["per_task"][task]["accuracy"] == 0
@@ -39,6 +39,18 @@ def test_eval_router_reads_routed_pass_from_each_systems_results(tiny_library, t
   eval_router.main(args)  # a rerun reads each system's report instead of generating again
   assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
   assert "routed (classifier)" in eval_router.table(result)
+
+  reports = tmp_path / "dense-reports"  # reports made elsewhere (e.g. the Table IV cells): read, not generated
+  reports.mkdir()
+  sampling = {"num_samples": 1, "temperature": 0.0, "top_p": 1.0, "max_new_tokens": 8, "ks": [1]}
+  per_problem = {t: {"num_samples": 1, "correct": 1} for t in ("HumanEval/0", "HumanEval/1", "HumanEval/2")}
+  (reports / "humaneval.json").write_text(json.dumps({"sampling": sampling, "config": {"chat": False},
+                                                      "per_problem": per_problem}))
+  (reports / "humaneval-js.json").write_text(json.dumps({"sampling": sampling, "config": {"chat": True},
+                                                         "per_problem": per_problem}))  # other settings: unused
+  again = eval_router.main([*args[:-1], str(tmp_path / "reuse.json"), "--reuse", f"dense={reports}"])
+  assert again["pass_at_1"]["dense"]["humaneval"] == 1.0
+  assert again["pass_at_1"]["dense"]["humaneval-js"] == result["pass_at_1"]["dense"]["humaneval-js"]
 
 
 def test_bench_serve_measures_load_switches_and_routing(tiny_library, tmp_path):
