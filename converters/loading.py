@@ -7,6 +7,7 @@ is left empty (the pattern of penzai's own converters).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -147,8 +148,25 @@ def parameter_dtype(dtype):
   return PARAMETER_DTYPES[name]
 
 
-def bind(config, source: TensorSource, *, dtype=None, activation_dtype=jnp.float32):
-  """Build the empty model for ``config`` and fill it from ``source``."""
+PARAMS = ("host", "device")
+
+
+def check_params(params: str) -> str:
+  """``--params``: ``host`` (NumPy arrays in host memory) or ``device`` (the default device)."""
+  if params not in PARAMS:
+    raise JaxpruneError(f"--params {params!r} is not a placement: use host or device")
+  return params
+
+
+def bind(config, source: TensorSource, *, dtype=None, activation_dtype=jnp.float32, params: str = "device"):
+  """Build the empty model for ``config`` and fill it from ``source``.
+
+  ``params="host"`` keeps every parameter as a NumPy array in host memory (no
+  device copy), bound as frozen `pz.ParameterValue`s; the pruning driver moves
+  one block at a time to the devices. ``"device"`` puts each on the default
+  device as it is read (mutable `pz.Parameter`s).
+  """
+  check_params(params)
   param_dtype = jnp.dtype(parameter_dtype(dtype)) if dtype is not None else _default_dtype(config, source)
   skeleton = families.build_skeleton(config, param_dtype, activation_dtype)
   layouts = families.layouts(config)
@@ -173,7 +191,7 @@ def bind(config, source: TensorSource, *, dtype=None, activation_dtype=jnp.float
         f"checkpoint has {len(unexpected)} tensors the {families.family_name(config)} architecture"
         f" does not use (first: {unexpected[0]}): check config.json's model_type"
     )
-  params, count, values = [], 0, {}
+  bound, count, values = [], 0, {}
   np_dtype = np.dtype(param_dtype)
   for name, layout in wanted.items():
     stored = alias.get(name, name)
@@ -188,26 +206,39 @@ def bind(config, source: TensorSource, *, dtype=None, activation_dtype=jnp.float
       # Reshape and cast on the host, then one transfer: a single device copy
       # per tensor, and the host copy is freed before the next one is read.
       host = np.asarray(source.get(stored)).astype(np_dtype, copy=False)
-      data = jax.device_put(host.reshape(*outs.values(), *ins.values()))
+      host = host.reshape(*outs.values(), *ins.values())
+      if params == "host":
+        values[stored] = pz.nx.NamedArray(named_axes=collections.OrderedDict(zip((*outs, *ins), host.shape)),
+                                            data_array=host)
+      else:
+        data = jax.device_put(host)
+        values[stored] = pz.nx.wrap(data).tag(*outs, *ins)
       del host
-      values[stored] = pz.nx.wrap(data).tag(*outs, *ins)
       count += int(np.prod(expected))
-    params.append(pz.Parameter(value=values[stored], label=name))  # a tied lm_head shares the embedding
+    # A tied lm_head shares the embedding. Host parameters are frozen values: a
+    # `pz.Parameter` would copy its value to the default device.
+    kind = pz.ParameterValue if params == "host" else pz.Parameter
+    bound.append(kind(value=values[stored], label=name))
     if stored not in alias.values():
       values.pop(stored)
-  model = pz.bind_variables(skeleton, params)
+  model = pz.bind_variables(skeleton, bound)
   pz.nn.assert_no_parameter_slots(model)
   return model, count
 
 
-def load_model(source: str, *, dtype=None, activation_dtype=jnp.float32) -> LoadedModel:
+def load_model(source: str, *, dtype=None, activation_dtype=jnp.float32, params: str = "device") -> LoadedModel:
   """Load ``source`` (HF folder, ``.gguf`` file or built-in name) into penzai.
+
+  ``params``: ``device`` puts the parameters on the default device; ``host``
+  keeps them as NumPy arrays in host memory, for models larger than one
+  accelerator (`jaxprune.pruning.prune` streams them block by block).
 
   Example:
     >>> loaded = load_model("smollm2-135m")
     >>> logits = loaded.model(pz.nx.wrap(tokens).tag("batch", "seq"))
   """
   parameter_dtype(dtype)  # refuse a bad --dtype before reading anything
+  check_params(params)
   kind, path = _resolve(str(source))
   if kind == "gguf":
     from converters import gguf_io
@@ -219,7 +250,7 @@ def load_model(source: str, *, dtype=None, activation_dtype=jnp.float32) -> Load
     tensors = SafetensorsSource(path)
     tokenizer = _load_tokenizer(path)
     files = list(tensors.files())
-  model, count = bind(config, tensors, dtype=dtype, activation_dtype=activation_dtype)
+  model, count = bind(config, tensors, dtype=dtype, activation_dtype=activation_dtype, params=params)
   spec = families.model_spec(config, num_parameters=count)
   log.info("loaded %s (%s, %d parameters)", source, spec.family, count)
   return LoadedModel(

@@ -53,7 +53,13 @@ def put(tree, sharding: NamedSharding):
   """
   if sharding.is_fully_addressable:
     return jax.device_put(tree, sharding)
-  return jax.tree.map(lambda a: jax.make_array_from_callback(np.shape(a), sharding, lambda i: a[i]), tree)
+
+  def one(a):
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+      return a if a.sharding == sharding else jax.device_put(a, sharding)  # global already: reshard
+    return jax.make_array_from_callback(np.shape(a), sharding, lambda i: a[i])
+
+  return jax.tree.map(one, tree)
 
 
 def local(x: jax.Array) -> jax.Array:
@@ -88,7 +94,7 @@ def auto_microbatch(block, tokens_shape: tuple[int, int], mesh: Mesh, attention_
   step are the fastest per sequence.
   """
   n, seqlen = tokens_shape
-  devices = mesh.devices.size
+  devices = mesh.shape["data"]
   needed = math.ceil(n / devices)
   if mesh.devices.flat[0].platform != "cpu":
     return devices * min(needed, math.ceil(8 / devices))
@@ -110,7 +116,7 @@ def sample_weights(n: int, microbatch: int, mesh: Mesh) -> list[jax.Array]:
   Micro-batches have a fixed size (a multiple of the device count), so one
   compiled function serves them all; padding sequences contribute nothing.
   """
-  devices = mesh.devices.size
+  devices = mesh.shape["data"]
   mb = math.ceil(microbatch / devices) * devices
   padded = math.ceil(n / mb) * mb
   w = np.zeros((padded,), np.float32)

@@ -37,6 +37,12 @@ def split_blocks(model) -> tuple[pz.nn.Layer, list[pz.nn.Layer], pz.nn.Layer]:
   )
 
 
+def parameter_dtype(tree) -> str:
+  """The dtype ``tree``'s parameters are stored in (e.g. "float32", "bfloat16"), bound or frozen."""
+  values = pz.freeze_params(tree).select().at_instances_of(pz.ParameterValue).get_sequence()
+  return str(values[0].value.dtype) if values else "unknown"
+
+
 def canonical(tree):
   """Unbind variables and give them block-relative labels.
 

@@ -172,6 +172,12 @@ def _add_prune(sub) -> None:
   p.add_argument("--attention-chunk", type=int, default=d.attention_chunk,
                  help="queries per chunk of causal attention in the calibration passes (0: unchunked; default: %(default)s)")
   p.add_argument("--dtype", default=None, help="parameter dtype (float32, bfloat16, float16); default: the checkpoint's")
+  p.add_argument("--params", default=None, choices=["host", "device"],
+                 help="where the model's parameters live: host (host memory, one block at a time on the devices)"
+                 " or device; default: host unless the default device is the CPU")
+  p.add_argument("--mesh", default=None, metavar="data=D,model=M",
+                 help="device mesh: calibration batches split over data, each block's weights over model"
+                 " (heads, MLP neurons); default: every device on data")
   p.add_argument("--out", required=True, help="run directory to write (masks + run.json)")
   p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
   _add_distributed(p)
@@ -255,6 +261,13 @@ def _calibration_tokens(args, loaded):
   return tokens, info
 
 
+def _default_params() -> str:
+  """--params when not given: host memory unless the default device is the CPU (where both are host memory)."""
+  import jax
+
+  return "device" if jax.default_backend() == "cpu" else "host"
+
+
 def _run_prune(args) -> int:
   import converters
   from jaxprune import methods, pruning, runs
@@ -270,6 +283,7 @@ def _run_prune(args) -> int:
   from jaxprune import outputs
 
   parameter_dtype(args.dtype)
+  mesh = pruning.MeshConfig.parse(args.mesh)
   inputs = (args.model, args.calib_tokens, args.calib)
   outputs.claim_dir(args.out, "run", overwrite=args.overwrite, inputs=inputs)  # checked again when writing
   dist = _distributed_config(args)
@@ -280,7 +294,8 @@ def _run_prune(args) -> int:
     if not distributed.is_worker():  # turns JAX's abort on a dead peer into one error line
       return distributed.supervise([sys.executable, "-m", "jaxprune.cli", *args.argv], dist)
     distributed.initialize(dist)
-  loaded = converters.load_model(args.model, dtype=args.dtype)
+  mesh = mesh.build()  # too few devices: one line before the slow model load
+  loaded = converters.load_model(args.model, dtype=args.dtype, params=args.params or _default_params())
   if methods.get(args.method).needs_calibration:
     tokens, info = _calibration_tokens(args, loaded)
   else:
@@ -292,7 +307,7 @@ def _run_prune(args) -> int:
 
   result = runs.prune_run(loaded, tokens, config,
                           runs.RunConfig(out=args.out, overwrite=args.overwrite, inputs=inputs),
-                          calibration=info, on_block=lambda done, total, _: bar.update(done - bar.n),
+                          calibration=info, mesh=mesh, on_block=lambda done, total, _: bar.update(done - bar.n),
                           on_resume=resuming)
   bar.close()
   print(f"pruned {len(result.masks)} matrices of {args.model} to {result.report['__total__']:.2%} sparsity"

@@ -31,14 +31,16 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from penzai import pz
 
-from jaxprune import activations, attention
+from jaxprune import activations, attention, sharding
 from jaxprune import masks as masks_lib
 from jaxprune import blocks as block_ops
 from jaxprune import methods, stats, weights
 from jaxprune.activations import CPU_SCORE_BYTES, auto_microbatch  # noqa: F401  (public)
 from jaxprune.blocks import apply_result, split_blocks
 
-__all__ = ["PruneConfig", "PruneResult", "apply_result", "data_mesh", "prune", "split_blocks"]
+from jaxprune.sharding import MeshConfig, data_mesh
+
+__all__ = ["MeshConfig", "PruneConfig", "PruneResult", "apply_result", "data_mesh", "prune", "split_blocks"]
 from jaxprune.errors import JaxpruneError
 from jaxprune.spec import block_relative
 
@@ -113,6 +115,12 @@ class PruneResult:
     block_sparsity: the sparsity each block was pruned at.
     timings: seconds per phase.
     microbatch: calibration sequences per compiled step (None without calibration).
+    dtypes: the parameters' dtype, the compute (activation) dtype and the
+      statistics' dtype, as they were in the run.
+    params: where the model's parameters lived: ``host`` (streamed to the
+      devices block by block) or ``device``.
+    memory: the measured peaks (`jaxprune.memory.Peak.record`).
+    mesh: the mesh's axis sizes.
   """
 
   masks: dict[str, np.ndarray]
@@ -122,6 +130,10 @@ class PruneResult:
   block_sparsity: tuple[float, ...]
   timings: dict[str, float]
   microbatch: int | None = None
+  dtypes: dict[str, str] = dataclasses.field(default_factory=dict)
+  params: str = "device"
+  memory: dict[str, Any] = dataclasses.field(default_factory=dict)
+  mesh: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- #
@@ -139,12 +151,6 @@ _update_matrix = jax.jit(methods.update_matrix, static_argnames=("method", "patt
 # --------------------------------------------------------------------------- #
 
 
-def data_mesh(devices=None) -> Mesh:
-  """A 1-D mesh named ``data`` over all (global) devices."""
-  devices = np.asarray(devices if devices is not None else jax.devices())
-  return Mesh(devices.reshape(-1), ("data",))
-
-
 def _run(block, batches: activations.Batches, mesh: Mesh, *, probe_names: set[str] | None, with_gram: bool,
          attention_chunk: int, outputs: bool = True):
   """Forward ``block`` over all micro-batches; return (outputs or None, stats by name)."""
@@ -153,9 +159,10 @@ def _run(block, batches: activations.Batches, mesh: Mesh, *, probe_names: set[st
   if attention_chunk:
     block = attention.chunk_attention(block, attention_chunk)
   block_def, values = block_ops.canonical(block)
-  # Weights and statistics replicated on every device: one sharding for every
-  # call, so the compiled function is reused across micro-batches and blocks.
-  values = activations.put(values, NamedSharding(mesh, PartitionSpec()))
+  # Weights split over `model` (or replicated), statistics replicated: the same
+  # shardings for every call, so the compiled function is reused across
+  # micro-batches and blocks. The driver placed the block's weights already.
+  values = sharding.place_values(values, mesh, activations.put)
   state_labels = [v.label for v in values if isinstance(v, pz.StateVariableValue)]
   fixed = [v for v in values if not isinstance(v, pz.StateVariableValue)]
   state = [v for v in values if isinstance(v, pz.StateVariableValue)]
@@ -179,7 +186,11 @@ def prune(loaded, calib_tokens, config: PruneConfig = PruneConfig(), *, mesh: Me
     calib_tokens: int array [n, seqlen] of calibration sequences (None for
       methods that need no calibration).
     config: the options (`PruneConfig`).
-    mesh: device mesh with a ``data`` axis (default: all devices).
+    mesh: a device mesh with a ``data`` axis (and optionally ``model``), or a
+      `MeshConfig` (default: every device on ``data``). The model's
+      parameters may be NumPy arrays in host memory
+      (``converters.load_model(..., params="host")``): each block then comes
+      to the devices only while it is pruned.
     resume: a `jaxprune.resume.BlockCheckpointer` that saves state after each
       block and restores it on a rerun.
     on_block: called as ``on_block(done_blocks, total_blocks, info)``.
@@ -193,8 +204,9 @@ def prune(loaded, calib_tokens, config: PruneConfig = PruneConfig(), *, mesh: Me
   """
   base_pattern = config.validate()
   method = methods.get(config.method)
-  mesh = mesh or data_mesh()
+  mesh = sharding.as_mesh(mesh)
   prefix, blocks, _ = split_blocks(loaded.model)
+  sharding.check_model_axis(blocks[0], mesh)
   tokens = None
   if method.needs_calibration:
     tokens = activations.check_tokens(calib_tokens, loaded.spec.vocab_size, loaded.spec.max_positions)
@@ -206,7 +218,7 @@ def prune(loaded, calib_tokens, config: PruneConfig = PruneConfig(), *, mesh: Me
   if config.allocation == "owl" and per_block is None:
     per_block = owl_allocation(loaded.model, tokens, config, mesh, microbatch)
   patterns = block_patterns(base_pattern, per_block, len(blocks))
-  return _prune_blocks(prefix, blocks, tokens, config, patterns, mesh, microbatch, resume, on_block)
+  return _prune_blocks(prefix, blocks, tokens, config, patterns, mesh, microbatch, resume, on_block, loaded.model)
 
 
 def block_patterns(base: masks_lib.Pattern, per_block: tuple[float, ...] | None,
@@ -243,11 +255,18 @@ class _BlockResult:
   batches: activations.Batches | None  # the next block's inputs
 
 
-def _prune_block(block, batches: activations.Batches | None, pattern: masks_lib.Pattern, config: PruneConfig, mesh: Mesh,
+def _prune_block(block, placed, batches: activations.Batches | None, pattern: masks_lib.Pattern,
+                 config: PruneConfig, where: sharding.Placement, prefetch: Callable[[], None],
                  last: bool, timings: dict[str, float]) -> _BlockResult:
-  """Statistics, masks (and updated weights) of one block, and the next block's inputs."""
+  """Statistics, masks (and updated weights) of one block, and the next block's inputs.
+
+  ``block`` is the model's own block, ``placed`` its copy on the mesh; the
+  dense weights are freed once the masks are chosen, and ``prefetch`` then
+  starts the next block's transfer, which overlaps this block's pruned pass.
+  """
+  mesh = where.mesh
   method = methods.get(config.method)
-  linears = weights.prunable_linears(block)
+  linears = weights.prunable_linears(placed)
   for name, linear in linears.items():
     masks_lib.check_pattern_fits(pattern, math.prod(weights.axis_sizes(linear)[1]), name)
   collected: dict[str, stats.Finalized] = {}
@@ -255,13 +274,14 @@ def _prune_block(block, batches: activations.Batches | None, pattern: masks_lib.
   if batches is not None:
     t0 = time.perf_counter()
     # The sequential pass's next inputs come from the pruned block: the dense outputs are not needed.
-    dense_out, states = _run(block, batches, mesh, probe_names=set(linears), with_gram=method.gram,
+    dense_out, states = _run(placed, batches, mesh, probe_names=set(linears), with_gram=method.gram,
                              attention_chunk=config.attention_chunk, outputs=not config.sequential)
     name_of = {f"stats:{block_relative(n)}": n for n in linears}
     for label, state in states:
-      collected[name_of[label]] = stats.finalize(jax.tree.map(activations.local, state))
+      collected[name_of[label]] = stats.finalize(sharding.replicate(state, mesh))
     jax.block_until_ready((dense_out, collected))  # time the phase, not its dispatch
     timings["calibration_forward"] += time.perf_counter() - t0
+    where.observe()
 
   t0 = time.perf_counter()
   block_masks, block_weights = {}, {}
@@ -270,33 +290,50 @@ def _prune_block(block, batches: activations.Batches | None, pattern: masks_lib.
     for name, w in matrices.items():
       block_weights[name], block_masks[name] = _update_matrix(w, collected[name].hessian, method.name, pattern, config)
   else:
-    sq = {block_relative(n): collected[n].sq_norm if n in collected else jnp.ones((w.shape[1],), jnp.float32)
-          for n, w in matrices.items()}
+    ones = lambda w: activations.put(np.ones((w.shape[1],), np.float32), NamedSharding(mesh, PartitionSpec()))
+    sq = {block_relative(n): collected[n].sq_norm if n in collected else ones(w) for n, w in matrices.items()}
     chosen = _choose_masks({block_relative(n): w for n, w in matrices.items()}, sq, method.name, pattern, config)
     block_masks = {n: chosen[block_relative(n)] for n in matrices}
-  block_stats = {n: np.asarray(collected[n].sq_norm) for n in matrices if n in collected}
-  block_masks = {k: np.asarray(v) for k, v in block_masks.items()}
+  # Masks are chosen where the weights' rows live, then gathered matrix by matrix.
+  block_stats = {n: np.asarray(activations.local(collected[n].sq_norm)) for n in matrices if n in collected}
+  block_masks = {k: np.asarray(activations.local(sharding.replicate(v, mesh))) for k, v in block_masks.items()}
+  block_weights = {k: np.asarray(activations.local(sharding.replicate(v, mesh))) for k, v in block_weights.items()}
+  del matrices, linears
   timings["masks"] += time.perf_counter() - t0
 
-  if batches is not None and not last:  # the last block's outputs feed nothing
-    if config.sequential:
-      t0 = time.perf_counter()
-      pruned = block_ops.apply_pruning(block, block_masks, block_weights)
-      pruned_out, _ = _run(pruned, batches, mesh, probe_names=None, with_gram=False,
-                           attention_chunk=config.attention_chunk)
-      batches = activations.Batches(pruned_out, batches.weight)
-      jax.block_until_ready(batches.x)
-      timings["pruned_forward"] += time.perf_counter() - t0
-    else:
-      batches = activations.Batches(dense_out, batches.weight)
-  return _BlockResult(block_masks, {k: np.asarray(v) for k, v in block_weights.items()}, block_stats,
-                      None if last else batches)
+  if batches is None or last:  # the last block's outputs feed nothing
+    where.release(placed, block)
+    prefetch()
+    return _BlockResult(block_masks, block_weights, block_stats, None)
+  if not config.sequential:
+    where.release(placed, block)
+    prefetch()
+    return _BlockResult(block_masks, block_weights, block_stats, activations.Batches(dense_out, batches.weight))
+  t0 = time.perf_counter()
+  pruned = block_ops.apply_pruning(placed, block_masks, block_weights)
+  where.watched.add(sharding.parameter_arrays(pruned))
+  where.observe()
+  where.release(placed, block, pruned)  # the dense weights; what the pruned block shares stays
+  del placed
+  prefetch()  # the next block's transfer overlaps the pruned pass
+  pruned_out, _ = _run(pruned, batches, mesh, probe_names=None, with_gram=False,
+                       attention_chunk=config.attention_chunk)
+  jax.block_until_ready(pruned_out)
+  where.observe()
+  where.release(pruned, block)
+  timings["pruned_forward"] += time.perf_counter() - t0
+  return _BlockResult(block_masks, block_weights, block_stats, activations.Batches(pruned_out, batches.weight))
 
 
 def _prune_blocks(prefix, blocks, tokens, config: PruneConfig, patterns: list[masks_lib.Pattern], mesh: Mesh,
-                  microbatch: int | None, resume: Any, on_block) -> PruneResult:
-  """The block loop: embed the calibration set once, then `_prune_block` each block in turn."""
+                  microbatch: int | None, resume: Any, on_block, model=None) -> PruneResult:
+  """The block loop: embed the calibration set once, then `_prune_block` each block in turn.
+
+  Only the block being pruned and the next one's transfer are on the devices
+  (when the model's parameters live in host memory).
+  """
   timings = {"calibration_forward": 0.0, "masks": 0.0, "pruned_forward": 0.0, "checkpoint": 0.0}
+  where = sharding.Placement(mesh, model if model is not None else blocks, activations.put)
   result_masks: dict[str, np.ndarray] = {}
   result_stats: dict[str, np.ndarray] = {}
   new_weights: dict[str, np.ndarray] = {}
@@ -312,10 +349,19 @@ def _prune_blocks(prefix, blocks, tokens, config: PruneConfig, patterns: list[ma
     t0 = time.perf_counter()
     batches = activations.microbatches(tokens, microbatch, mesh, prefix)
     timings["calibration_forward"] += time.perf_counter() - t0
+  compute = str(batches.x[0].dtype) if batches is not None else None
 
+  upcoming = {}
   for b in range(start_block, len(blocks)):
     last = b == len(blocks) - 1
-    done = _prune_block(blocks[b], batches, patterns[b], config, mesh, last, timings)
+    placed = upcoming.pop(b) if b in upcoming else where.put(blocks[b])
+
+    def prefetch(b=b, last=last):
+      if not last:
+        upcoming[b + 1] = where.put(blocks[b + 1])
+
+    done = _prune_block(blocks[b], placed, batches, patterns[b], config, where, prefetch, last, timings)
+    del placed
     batches = done.batches
     result_masks.update(done.masks)
     result_stats.update(done.statistics)
@@ -329,6 +375,8 @@ def _prune_blocks(prefix, blocks, tokens, config: PruneConfig, patterns: list[ma
 
   if resume is not None:
     resume.finish()
+  dtypes = {"parameters": block_ops.parameter_dtype(blocks[0]), "compute": compute,
+            "statistics": str(next(iter(result_stats.values())).dtype) if result_stats else None}
   return PruneResult(
       masks=result_masks,
       statistics=result_stats,
@@ -337,4 +385,9 @@ def _prune_blocks(prefix, blocks, tokens, config: PruneConfig, patterns: list[ma
       block_sparsity=tuple(p.sparsity for p in patterns),
       timings=timings,
       microbatch=microbatch,
+      dtypes=dtypes,
+      params="device" if sharding.parameter_arrays(blocks[0]) else "host",
+      memory=where.peak.record(),
+      mesh=dict(mesh.shape),
   )
+

@@ -145,9 +145,9 @@ class BlockCheckpointer:
           " to resume, or pass --overwrite to start over"
       )
     for shape in meta["activations"]:
-      if shape[0] % mesh.devices.size:
+      if shape[0] % mesh.shape["data"]:
         raise JaxpruneError(
-            f"saved micro-batches of {shape[0]} sequences do not split over {mesh.devices.size} devices:"
+            f"saved micro-batches of {shape[0]} sequences do not split over {mesh.shape['data']} devices:"
             " resume on a device count that divides it, or pass --overwrite"
         )
     masks, statistics, new_weights = {}, {}, {}

@@ -79,10 +79,9 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 def parameter_dtype(model) -> str:
   """The dtype the model's parameters are stored in (e.g. "float32", "bfloat16")."""
-  from penzai import pz
+  from jaxprune import blocks
 
-  params = pz.unbind_params(model)[1]
-  return str(params[0].value.data_array.dtype) if params else "unknown"
+  return blocks.parameter_dtype(model)
 
 
 def _prepare(claim: outputs.Claim, overwrite: bool) -> Path:
@@ -144,12 +143,16 @@ def prune_run(loaded, calib_tokens: np.ndarray, config: pruning.PruneConfig, run
       "calibration": {**(calibration or {}), "token_hash": fingerprint["calibration_tokens"],
                       "shape": list(tokens.shape)},
       "options": dataclasses.asdict(config),
-      "dtype": parameter_dtype(loaded.model),
+      "dtype": result.dtypes.get("parameters") or parameter_dtype(loaded.model),
+      # parameters as stored, activations as computed, statistics and scores as accumulated
+      "dtypes": result.dtypes,
+      "params": result.params,
+      "memory": result.memory,
       "block_sparsity": list(result.block_sparsity),
       "sparsity": result.report,
       "timings": {**{k: round(v, 3) for k, v in result.timings.items()}, "total": round(elapsed, 3)},
       "devices": {"count": jax.device_count(), "platform": jax.devices()[0].platform,
-                  "processes": jax.process_count(), "microbatch": result.microbatch},
+                  "processes": jax.process_count(), "microbatch": result.microbatch, "mesh": result.mesh},
       "versions": versions(),
   }
   distributed.barrier("jaxprune:run-saved")
