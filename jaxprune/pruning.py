@@ -238,7 +238,7 @@ def owl_allocation(lm, tokens, config: PruneConfig, mesh: Mesh, microbatch: int 
   dense_config = dataclasses.replace(config, allocation="uniform", sequential=False, method="wanda")
   prefix, blocks, _ = split_blocks(lm)
   dense = _prune_blocks(prefix, blocks, tokens, dense_config, [dense_config.validate()] * len(blocks), mesh,
-                        microbatch, None, None)
+                        microbatch, None, None, lm)
   matrices = {n: weights.hf_matrix(l) for n, l in weights.prunable_linears(lm).items()}
   ratios = allocation.block_ratios(matrices, {n: jnp.asarray(v) for n, v in dense.statistics.items()},
                                    config.owl_m)
@@ -333,7 +333,7 @@ def _prune_blocks(prefix, blocks, tokens, config: PruneConfig, patterns: list[ma
   (when the model's parameters live in host memory).
   """
   timings = {"calibration_forward": 0.0, "masks": 0.0, "pruned_forward": 0.0, "checkpoint": 0.0}
-  where = sharding.Placement(mesh, model if model is not None else blocks, activations.put)
+  where = sharding.Placement(mesh, model if model is not None else pz.nn.Sequential(list(blocks)), activations.put)
   result_masks: dict[str, np.ndarray] = {}
   result_stats: dict[str, np.ndarray] = {}
   new_weights: dict[str, np.ndarray] = {}

@@ -118,3 +118,19 @@ def test_cli_bad_mesh_one_line(tiny_llama, tmp_path, capsys):
   code = cli.main(["prune", "--model", str(folder), "--out", str(tmp_path / "r"), "--mesh", "data=16"])
   err = capsys.readouterr().err.strip().splitlines()
   assert code == 2 and len(err) == 1 and "needs 16 devices but 8 are visible" in err[0], err
+
+
+@pytest.mark.parametrize("options", [dict(method="magnitude"), dict(method="sparsegpt"), dict(allocation="owl"),
+                                     dict(sequential=False), dict(pattern="2:4")],
+                         ids=["magnitude", "sparsegpt", "owl", "one-pass", "2:4"])
+def test_every_method_gives_the_same_masks_from_host_memory(tiny_llama, tokens, options):
+  folder, on_device = tiny_llama(3)
+  on_host = converters.load_model(str(folder), params="host")
+  config = pruning.PruneConfig(microbatch=8, **options)
+  from_host, from_device = pruning.prune(on_host, tokens, config), pruning.prune(on_device, tokens, config)
+  assert from_host.params == "host" and from_host.block_sparsity == from_device.block_sparsity
+  for name, mask in from_device.masks.items():
+    np.testing.assert_array_equal(from_host.masks[name], mask, err_msg=name)
+  assert from_host.weights.keys() == from_device.weights.keys()
+  for name, w in from_device.weights.items():  # SparseGPT's updated weights
+    np.testing.assert_array_equal(from_host.weights[name], w, err_msg=name)
