@@ -8,7 +8,7 @@ import pytest
 from penzai import pz
 
 import converters
-from jaxprune import cli, pruning, sharding
+from jaxprune import cli, pruning, runs, sharding
 from jaxprune.errors import JaxpruneError
 from tests.helpers import make_tiny_hf
 
@@ -134,3 +134,23 @@ def test_every_method_gives_the_same_masks_from_host_memory(tiny_llama, tokens, 
   assert from_host.weights.keys() == from_device.weights.keys()
   for name, w in from_device.weights.items():  # SparseGPT's updated weights
     np.testing.assert_array_equal(from_host.weights[name], w, err_msg=name)
+
+
+def test_a_host_run_killed_after_two_blocks_resumes_to_the_same_masks(tiny_llama, tokens, tmp_path):
+  folder, on_device = tiny_llama(3)
+  on_host = converters.load_model(str(folder), params="host")
+  config = pruning.PruneConfig(microbatch=8)
+  whole = pruning.prune(on_device, tokens, config)
+
+  def die_after_two(done, total, info):
+    if done == 2:
+      raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    runs.prune_run(on_host, tokens, config, runs.RunConfig(out=tmp_path / "r"), on_block=die_after_two)
+  seen = []
+  resumed = runs.prune_run(on_host, tokens, config, runs.RunConfig(out=tmp_path / "r"),
+                           on_block=lambda done, total, info: seen.append(done))
+  assert seen == [3] and resumed.params == "host"
+  for name, mask in whole.masks.items():
+    np.testing.assert_array_equal(resumed.masks[name], mask, err_msg=name)
