@@ -11,7 +11,10 @@ For every decoder block:
 
 Calibration activations are sharded over a ``data`` mesh axis spanning all
 devices (across hosts too, under `jax.distributed`); statistics are summed
-across it by XLA. Only one block's weights and activations are live at a time.
+across it by XLA. Each block's weights are placed on the mesh only while it is
+pruned (split over a ``model`` axis if the mesh has one, `jaxprune.sharding`),
+from host memory when the model was loaded with ``params="host"``: the block
+being pruned and the next one's transfer are all that is on the devices.
 This module is the only place in the pruning engine that calls `jax.jit` or
 builds a mesh; what differs between methods comes from `jaxprune.methods`.
 """
