@@ -37,6 +37,8 @@ def add_parser(sub) -> None:
   p.add_argument("--seed", type=int, default=_TRAIN.seed, help="seed of the training sample and LoRA init")
   p.add_argument("--attention-chunk", type=int, default=_TRAIN.attention_chunk,
                  help="queries per chunk of causal attention (0: unchunked)")
+  p.add_argument("--loss-chunk", type=int, default=_TRAIN.loss_chunk,
+                 help="positions per chunk of the head and loss: bounds the logits' memory (0: unchunked)")
   p.add_argument("--checkpoint-every", type=int, default=_FIELDS["checkpoint_every"],
                  help="steps between Orbax checkpoints; the same command after a kill resumes (default: %(default)s)")
   p.add_argument("--dtype", default=None, help="parameter dtype (float32, bfloat16, float16); default: the checkpoint's")
@@ -53,7 +55,7 @@ def run(args) -> int:
   train = TrainConfig(
       steps=args.steps, lr=args.lr, batch=args.batch, seqlen=args.seqlen, warmup=args.warmup,
       weight_decay=args.weight_decay, clip=args.clip, lora=args.lora, lora_alpha=args.lora_alpha,
-      seed=args.seed, attention_chunk=args.attention_chunk)
+      seed=args.seed, attention_chunk=args.attention_chunk, loss_chunk=args.loss_chunk)
   config = FinetuneConfig(masks=args.masks, out=args.out, model=args.model, calib=args.calib, train=train,
                           checkpoint_every=args.checkpoint_every, overwrite=args.overwrite, dtype=args.dtype)
   bars = []  # drawn at the first step: a refused command prints its one line alone

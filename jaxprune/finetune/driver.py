@@ -48,6 +48,7 @@ class TrainConfig:
     lora_alpha: LoRA scale numerator (the delta is ``alpha / rank * B @ A``).
     seed: seed of the training sample (and of the LoRA initialisation).
     attention_chunk: queries per chunk of causal attention (0: penzai's attention).
+    loss_chunk: positions per chunk of the head and loss (0: all at once; see `step.next_token_loss`).
   """
 
   steps: int = 200
@@ -61,6 +62,7 @@ class TrainConfig:
   lora_alpha: float = 16.0
   seed: int = 0
   attention_chunk: int = 128
+  loss_chunk: int = 128
 
   def validate(self) -> None:
     if self.steps < 1:
@@ -77,8 +79,8 @@ class TrainConfig:
       raise JaxpruneError("--weight-decay and --clip must be 0 or more")
     if self.lora < 0:
       raise JaxpruneError(f"--lora {self.lora} is a rank: give 0 (full fine-tuning) or more")
-    if self.attention_chunk < 0:
-      raise JaxpruneError(f"--attention-chunk {self.attention_chunk} must be 0 (unchunked) or more")
+    if self.attention_chunk < 0 or self.loss_chunk < 0:
+      raise JaxpruneError("--attention-chunk and --loss-chunk must be 0 (unchunked) or more")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +154,8 @@ def train(model, masks: Mapping[str, np.ndarray], tokens: np.ndarray, config: Tr
       if on_resume is not None:
         on_resume(int(state.step), config.steps)
   resumed_from = int(state.step)
-  step_fn = jax.jit(functools.partial(step_lib.train_step, layout=layout, opt=opt), donate_argnums=0)
+  step_fn = jax.jit(functools.partial(step_lib.train_step, layout=layout, opt=opt, loss_chunk=config.loss_chunk),
+                    donate_argnums=0)
   started = time.perf_counter()
   for i in range(resumed_from, config.steps):
     batch = jax.device_put(tokens[i * config.batch:(i + 1) * config.batch], rows)

@@ -11,7 +11,7 @@ from jaxprune.errors import JaxpruneError
 from jaxprune.finetune import TrainConfig, train
 from jaxprune.finetune.checkpoints import StepCheckpointer
 
-CONFIG = TrainConfig(steps=5, lr=1e-2, batch=8, seqlen=16, warmup=0.2)
+CONFIG = TrainConfig(steps=5, lr=1e-2, batch=8, seqlen=16, warmup=0.2, loss_chunk=6)  # chunked head and loss
 
 
 class Killed(Exception):

@@ -79,3 +79,14 @@ def test_lora_starts_at_the_base_weights(pruned):
   lora = step_lib.init_lora(jax.random.key(0), matrices, 2)
   chex.assert_trees_all_equal(step_lib.merged_weights(lora, matrices, masks, layout), matrices)
   chex.assert_shape(lora[layout.names[0]]["a"], (2, matrices[layout.names[0]].shape[1]))
+
+
+def test_the_loss_in_chunks_equals_the_whole_loss_and_its_gradients(pruned):
+  model, masks = pruned
+  layout = step_lib.layout_of(model, masks)
+  tree, matrices = step_lib.split_trainable(step_lib.rematerialize_blocks(model), layout)
+  tokens = _batch(3)  # 15 predictions: chunks of 4 leave a padded last chunk
+  whole = jax.value_and_grad(step_lib.loss_fn)(matrices, tree, {}, masks, tokens, layout, 0)
+  for chunk in (4, 5):
+    chunked = jax.value_and_grad(step_lib.loss_fn)(matrices, tree, {}, masks, tokens, layout, chunk)
+    chex.assert_trees_all_close(chunked, whole, rtol=1e-5, atol=1e-6)
