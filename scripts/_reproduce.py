@@ -47,24 +47,31 @@ class Experiment:
   runs_reused: int = 0
   runs_made: int = 0
   runs_declared: int = 0
-  loaded: Any = dataclasses.field(default=None, repr=False, compare=False)
+  _loaded: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+  @property
+  def loaded(self):
+    """The model, loaded on first use (a run whose cells are all cached never loads it)."""
+    if self._loaded is None:
+      import converters
+
+      self._loaded = converters.load_model(self.model)
+    return self._loaded
 
   @classmethod
   def create(cls, args, command: str) -> "Experiment":
-    import converters
-
     out = Path(args.out or f"results/{args.model}")
     (out / "runs").mkdir(parents=True, exist_ok=True)
     (out / "evals").mkdir(parents=True, exist_ok=True)
     return cls(model=args.model, out=out, seeds=list(args.seeds), nsamples=args.nsamples, seqlen=args.seqlen,
                eval_windows=args.eval_windows, limit=args.limit, max_new_tokens=args.max_new_tokens,
                command=command, cpu_count=os.cpu_count() or 1, data=parse_data(getattr(args, "data", None)),
-               chat=args.chat, gen_batch_size=args.gen_batch_size, loaded=converters.load_model(args.model))
+               chat=args.chat, gen_batch_size=args.gen_batch_size)
 
   def record(self) -> dict[str, Any]:
     """The experiment's options for the results JSON (the loaded model is not an option)."""
     return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-            if f.name not in ("loaded", "runs_declared")}
+            if f.name not in ("_loaded", "runs_declared")}
 
   def timing(self, elapsed: float) -> str:
     """How long this invocation took, and how much of the work came from the cache."""
@@ -77,7 +84,21 @@ class Experiment:
     """What changes a task's number; a cached result must have been made with the same."""
     if task.startswith("ppl:"):
       return {"seqlen": self.seqlen, "eval_windows": self.eval_windows}
-    return {"limit": self.limit, "max_new_tokens": self.max_new_tokens, **({"chat": True} if self.chat else {})}
+    _, samples = sampled(task)
+    sampling = {"num_samples": samples, "temperature": SAMPLED.temperature, "top_p": SAMPLED.top_p} if samples else {}
+    return {"limit": self.limit, "max_new_tokens": self.max_new_tokens, **({"chat": True} if self.chat else {}),
+            **sampling}
+
+
+# A code task named TASK@N: N samples per problem at the paper's temperature and top-p (pass@1 and
+# pass@10 from n samples, Chen et al.'s estimator), instead of one greedy completion.
+SAMPLED = EvalConfig(model="", tasks=())
+
+
+def sampled(task: str) -> tuple[str, int]:
+  """(task, samples per problem): ``humaneval-java@10`` -> (``humaneval-java``, 10); greedy tasks have 0."""
+  base, _, n = task.partition("@")
+  return base, int(n) if n else 0
 
 
 def parse_args(description: str, argv: list[str] | None, *extra: tuple[tuple[str, ...], dict],
@@ -176,7 +197,7 @@ def _summary(task: str, report: dict[str, Any]) -> Any:
     return report["metrics"]["ppl"]
   if "pass@1" in report["metrics"]:
     per_problem = report.get("per_problem", {})
-    return {"pass@1": report["metrics"]["pass@1"], "problems": len(per_problem),
+    return {**{k: v for k, v in report["metrics"].items() if k.startswith("pass@")}, "problems": len(per_problem),
             "solved": sorted(k for k, v in per_problem.items() if v.get("correct"))}
   return {**report["metrics"], "examples": report.get("num_examples")}
 
@@ -189,11 +210,14 @@ def _write_json(path: Path, payload: Any) -> None:
   runs.write_json_atomic(path, payload)
 
 
-def _report_fits(exp: Experiment, report: dict[str, Any]) -> bool:
-  """Whether a code task's report was made greedily with this experiment's prompting, tokens and problems."""
+def _report_fits(exp: Experiment, report: dict[str, Any], task: str) -> bool:
+  """Whether a code task's report was made as ``task`` asks (greedily, or TASK@N's sampling) with this
+  experiment's prompting, tokens and problems."""
   sampling, config = report.get("sampling", {}), report.get("config", {})
   limit = config.get("limit")
-  return (sampling.get("num_samples") == 1 and sampling.get("temperature") == 0.0
+  _, samples = sampled(task)
+  wanted = (samples, SAMPLED.temperature, SAMPLED.top_p) if samples else (1, 0.0, 1.0)
+  return ((sampling.get("num_samples"), sampling.get("temperature"), sampling.get("top_p", 1.0)) == wanted
           and sampling.get("max_new_tokens") == exp.max_new_tokens and bool(config.get("chat")) == exp.chat
           and (limit == exp.limit or (limit is None and exp.limit >= report.get("num_problems", 0)
                                       + len(report.get("excluded", {})))))
@@ -206,11 +230,12 @@ def lazy_run(exp: Experiment, name: str, domain: str | None, seed: int, **option
 
 
 def evaluate_cached(exp: Experiment, run: Path | Callable[[], Path] | None, name: str,
-                    tasks: tuple[str, ...]) -> dict[str, Any]:
+                    tasks: tuple[str, ...], *, compute: bool = True) -> dict[str, Any]:
   """{task: ppl or {pass@1, problems, solved}} of a sub-model (dense when ``run`` is None).
 
   ``run`` may be a `lazy_run`: the sub-model is pruned only if a task is not cached yet,
   so a fresh checkout with every cell committed re-evaluates nothing and prunes nothing.
+  ``compute=False``: only the cached tasks (nothing is pruned or evaluated).
   """
   from evals import tasks as eval_tasks
 
@@ -223,20 +248,23 @@ def evaluate_cached(exp: Experiment, run: Path | Callable[[], Path] | None, name
   for task in tasks:  # a code cell whose full report is here (e.g. committed without its summary) is reused
     report_path = exp.out / "evals" / name / f"{task}.json"
     report = json.loads(report_path.read_text()) if task not in cached and report_path.exists() else None
-    if report is not None and _report_fits(exp, report):
+    if report is not None and _report_fits(exp, report, task):
       cached[task], settings[task] = _summary(task, report), exp.eval_settings(task)
       _write_json(path, cached)
   todo = tuple(t for t in tasks if t not in cached)
+  if not compute:
+    return {t: cached[t] for t in tasks if t in cached}
   if todo:
     run_dir = run() if callable(run) else run
     loaded, _ = eval_tasks.apply_run(exp.loaded, str(run_dir) if run_dir else None)
     log.info("evaluating %s on %s", name, ", ".join(todo))
     for task in todo:  # one task at a time: each finished cell is saved before the next starts
+      base, samples = sampled(task)
       config = eval_tasks.EvalConfig(
-          model=exp.model, tasks=(task,), seqlen=exp.seqlen, max_windows=exp.eval_windows, batch_size=8,
-          data=exp.data, greedy=True, limit=exp.limit, max_new_tokens=exp.max_new_tokens,
-          gen_batch_size=exp.gen_batch_size, chat=exp.chat)
-      report = eval_tasks.run_tasks(loaded, config)[task]
+          model=exp.model, tasks=(base,), seqlen=exp.seqlen, max_windows=exp.eval_windows, batch_size=8,
+          data=exp.data, greedy=not samples, num_samples=samples or SAMPLED.num_samples, limit=exp.limit,
+          max_new_tokens=exp.max_new_tokens, gen_batch_size=exp.gen_batch_size, chat=exp.chat)
+      report = eval_tasks.run_tasks(loaded, config)[base]
       if "per_problem" in report:  # every completion, status and output tail: the cell's evidence
         _write_json(exp.out / "evals" / name / f"{task}.json", report)
       cached[task] = _summary(task, report)
@@ -246,7 +274,7 @@ def evaluate_cached(exp: Experiment, run: Path | Callable[[], Path] | None, name
 
 
 def mask_distances_cached(exp: Experiment, runs_by_domain: dict[str, list[Callable[[], Path]]],
-                          names: dict[str, list[str]]) -> dict[str, Any]:
+                          names: dict[str, list[str]], *, compute: bool = True) -> dict[str, Any] | None:
   """`mask_distances`, from ``OUT/distances.json`` if it was computed from the same runs.
 
   The key is each run's committed run.json (calibration and options), so a
@@ -268,6 +296,8 @@ def mask_distances_cached(exp: Experiment, runs_by_domain: dict[str, list[Callab
     cached, now = json.loads(path.read_text()), key()
     if cached.get("key") == now and all(v["options"] for v in now.values()):
       return cached["distances"]
+  if not compute:
+    return None
   distances = mask_distances(exp, {d: [run() for run in runs] for d, runs in runs_by_domain.items()})
   _write_json(path, {"key": key(), "distances": distances})
   return distances

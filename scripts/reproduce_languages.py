@@ -71,7 +71,11 @@ def _fmt(values: list[float]) -> str:
   return f"{np.mean(values):.2f} ± {np.std(values):.2f}"
 
 
-def _markdown(exp: Experiment, results: dict, distances: dict, elapsed: float) -> str:
+def _num(value: float | None, spec: str = ".2f") -> str:
+  return "–" if value is None else format(value, spec)
+
+
+def _markdown(exp: Experiment, results: dict, distances: dict | None, elapsed: float, complete: dict) -> str:
   dense = results["dense"]
   lines = [
       f"# Language-specific sub-models of {exp.model}",
@@ -79,6 +83,12 @@ def _markdown(exp: Experiment, results: dict, distances: dict, elapsed: float) -
       f"Made by `{exp.command}` {exp.timing(elapsed)}. Calibration: {exp.nsamples} x {exp.seqlen} tokens per run;"
       f" evaluation: {exp.eval_windows} held-out windows of {exp.seqlen} tokens per domain"
       f" (files disjoint from the calibration files); seeds {', '.join(map(str, exp.seeds))}.",
+  ]
+  if not complete["all"]:
+    lines += ["", f"**Partial**: {complete['code_cells']} of {complete['code_cells_wanted']} HumanEval cells and"
+              f" {complete['ppl_cells']} of {complete['ppl_cells_wanted']} perplexity cells are in (– marks the"
+              " others); rerun the command to continue from the cached cells."]
+  lines += [
       "",
       "## Held-out perplexity (Wanda, 50% unstructured; mean ± std over seeds)",
       "",
@@ -87,10 +97,13 @@ def _markdown(exp: Experiment, results: dict, distances: dict, elapsed: float) -
       "",
       "| calibration | " + " | ".join(EVAL) + " |",
       "|---|" + "---|" * len(EVAL),
-      "| dense | " + " | ".join(f"{dense['ppl'][d]:.2f}" for d in EVAL) + " |",
+      "| dense | " + " | ".join(_num(dense["ppl"].get(d)) for d in EVAL) + " |",
   ]
   calib = list(results["wanda"])
-  best = {d: min(calib, key=lambda c: np.mean(results["wanda"][c]["ppl"][d])) for d in EVAL}
+  best = {}
+  for d in EVAL:
+    have = [c for c in calib if results["wanda"][c]["ppl"][d]]
+    best[d] = min(have, key=lambda c: np.mean(results["wanda"][c]["ppl"][d])) if have else None
   for c in calib:
     cells = []
     for d in EVAL:
@@ -103,18 +116,23 @@ def _markdown(exp: Experiment, results: dict, distances: dict, elapsed: float) -
   for c in calib:
     cells = []
     for d in EVAL:
-      rel = np.mean(results["wanda"][c]["ppl"][d]) / dense["ppl"][d] - 1
-      cells.append(f"**{rel:+.1%}**" if c == d else f"{rel:+.1%}")
+      values = results["wanda"][c]["ppl"][d]
+      rel = np.mean(values) / dense["ppl"][d] - 1 if values and d in dense["ppl"] else None
+      cell = _num(rel, "+.1%")
+      cells.append(f"**{cell}**" if c == d else cell)
     lines.append(f"| {c} | " + " | ".join(cells) + " |")
 
   lines += ["", "## Baselines (seed 0): method effect next to the calibration effect", "",
             "| sub-model | " + " | ".join(EVAL) + " |", "|---|" + "---|" * len(EVAL)]
   for name, row in results["baselines"].items():
-    lines.append(f"| {name} | " + " | ".join(f"{row['ppl'][d]:.2f}" for d in EVAL) + " |")
+    lines.append(f"| {name} | " + " | ".join(_num(row["ppl"].get(d)) for d in EVAL) + " |")
 
   lines += humaneval_tables(exp, results)
-  lines += ["", "## Mask overlap (Jaccard distance of kept weights, mean over all prunable matrices)", "",
-            f"- within a language, across seeds: {distances['within_mean']:.4f}"
+  lines += ["", "## Mask overlap (Jaccard distance of kept weights, mean over all prunable matrices)", ""]
+  if distances is None:
+    lines += ["Not computed yet: it needs every sub-model's masks (a run without --cached-only makes them)."]
+    return "\n".join(lines) + "\n"
+  lines += [f"- within a language, across seeds: {distances['within_mean']:.4f}"
             f" ({distances['within_pairs']} pairs)",
             f"- across languages, same seed: {distances['across_mean']:.4f} ({distances['across_pairs']} pairs)",
             "", "| pair | distance |", "|---|---|"]
@@ -158,7 +176,10 @@ def humaneval_tables(exp: Experiment, results: dict) -> list[str]:
            " (the sub-model of the column's language); ▲: the best sub-model of each column.", "",
            "| model | " + " | ".join(HUMANEVAL) + " |", "|---|" + "---|" * len(HUMANEVAL)]
   subs = [m for m in he if m != "dense"]
-  best = {t: max(subs, key=lambda m: he[m][t]["pass@1"]) if subs else None for t in HUMANEVAL}
+  best = {}
+  for t in HUMANEVAL:
+    have = [m for m in subs if t in he[m]]
+    best[t] = max(have, key=lambda m: he[m][t]["pass@1"]) if have else None
   for model, row in he.items():
     cells = []
     for t in HUMANEVAL:
@@ -170,9 +191,10 @@ def humaneval_tables(exp: Experiment, results: dict) -> list[str]:
             "|---|" + "---|" * len(HUMANEVAL)]
   for model in subs:
     lines.append(f"| {model} | " + " | ".join(
-        f"{100 * (he[model][t]['pass@1'] - he['dense'][t]['pass@1']):+.1f}" for t in HUMANEVAL) + " |")
+        _num(100 * (he[model][t]["pass@1"] - he["dense"][t]["pass@1"]) if t in he[model] and t in he["dense"]
+             else None, "+.1f") for t in HUMANEVAL) + " |")
   tests = results.get("paired", {})
-  if tests:
+  if any(tests.values()):
     lines += ["", "Does the diagonal sub-model beat the others beyond chance? McNemar's exact test over the"
               " same problems (two-sided; only-diag / only-other: problems solved by one of the two only):", "",
               "| column | diagonal vs | difference, points | only diagonal | only other | p |", "|---|---|---|---|---|---|"]
@@ -185,6 +207,16 @@ def humaneval_tables(exp: Experiment, results: dict) -> list[str]:
               "|---|" + "---|" * len(HUMANEVAL)]
     for name, row in base.items():
       lines.append(f"| {name} | " + " | ".join(_cell(row.get(t)) for t in HUMANEVAL) + " |")
+  if any(results.get("sampled", {}).values()):
+    lines += ["", "## HumanEval pass@1 and pass@10 from sampling (T=0.8, top-p 0.95; the paper's metric)", "",
+              "| model | " + " | ".join(HUMANEVAL) + " |", "|---|" + "---|" * len(HUMANEVAL)]
+    for model, row in results["sampled"].items():
+      cells = []
+      for t in HUMANEVAL:
+        entry = next((v for k, v in row.items() if k.partition("@")[0] == t), None)
+        cells.append(f"{100 * entry['pass@1']:.1f} / {100 * entry['pass@10']:.1f}"
+                     if entry and "pass@10" in entry else "–")
+      lines.append(f"| {model} | " + " | ".join(cells) + " |")
   lines += ["", f"The paper's Table IV, for its shape: {PAPER_TABLE4}."]
   return lines
 
@@ -196,18 +228,27 @@ def main(argv: list[str] | None = None) -> None:
                                    help="baseline sub-models (seed 0)")),
            (("--baseline-humaneval",), dict(default="none", choices=["none", "own", "all"],
                                             help="HumanEval of baselines: none, own language and Python, or all four")),
+           (("--sampled",), dict(type=int, default=0, metavar="N",
+                                 help="also pass@1 and pass@10 from N samples per problem (T=0.8, top-p 0.95) of"
+                                      " dense and each diagonal sub-model (a GPU's work: N x the greedy cells)")),
+           (("--cached-only",), dict(action="store_true",
+                                     help="write the tables from the cached cells only (prunes and evaluates nothing)")),
            (("--table4",), dict(action="store_true", help="the Table IV preset on a code model (see above)")))
   args = parse_args(__doc__.split("\n")[0], argv, *extra, defaults=TABLE4 if "--table4" in argv else None)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
   exp = Experiment.create(args, " ".join(["python", "scripts/reproduce_languages.py", *argv]))
   start = time.perf_counter()
   calib = tuple(args.calib)
+  compute = not args.cached_only
 
-  results: dict = {"dense": {}, "wanda": {}, "baselines": {}, "humaneval": {}, "paired": {}}
+  def cells(run, name: str, tasks: tuple[str, ...]) -> dict:
+    return evaluate_cached(exp, run, name, tasks, compute=compute)
+
+  results: dict = {"dense": {}, "wanda": {}, "baselines": {}, "humaneval": {}, "paired": {}, "sampled": {}}
   ppl_tasks = tuple(f"ppl:{d}" for d in EVAL)
-  dense = evaluate_cached(exp, None, "dense", ppl_tasks + HUMANEVAL)
-  results["dense"] = {"ppl": {d: dense[f"ppl:{d}"] for d in EVAL}}
-  results["humaneval"]["dense"] = {t: dense[t] for t in HUMANEVAL}
+  dense = cells(None, "dense", ppl_tasks + HUMANEVAL)
+  results["dense"] = {"ppl": {d: dense[f"ppl:{d}"] for d in EVAL if f"ppl:{d}" in dense}}
+  results["humaneval"]["dense"] = {t: dense[t] for t in HUMANEVAL if t in dense}
 
   wanda_runs: dict[str, list] = {c: [] for c in calib}
   wanda_names: dict[str, list[str]] = {c: [] for c in calib}
@@ -219,18 +260,17 @@ def main(argv: list[str] | None = None) -> None:
       run = lazy_run(exp, f"wanda50-{c}-s{seed}", c, seed)  # pruned only if a cell or the distances need it
       wanda_runs[c].append(run)
       wanda_names[c].append(f"wanda50-{c}-s{seed}")
-      tasks = (HUMANEVAL if seed == args.seeds[0] else ()) + ppl_tasks
-      ev = evaluate_cached(exp, run, f"wanda50-{c}-s{seed}", tasks)
+      ev = cells(run, f"wanda50-{c}-s{seed}", (HUMANEVAL if seed == args.seeds[0] else ()) + ppl_tasks)
       per_seed[c].append(ev)
       if seed == args.seeds[0]:
-        results["humaneval"][f"wanda50-{c}"] = {t: ev[t] for t in HUMANEVAL}
+        results["humaneval"][f"wanda50-{c}"] = {t: ev[t] for t in HUMANEVAL if t in ev}
   for c in calib:
-    results["wanda"][c] = {"ppl": {d: [ev[f"ppl:{d}"] for ev in per_seed[c]] for d in EVAL}}
+    results["wanda"][c] = {"ppl": {d: [ev[f"ppl:{d}"] for ev in per_seed[c] if f"ppl:{d}" in ev] for d in EVAL}}
   for t in HUMANEVAL:
-    diagonal = results["humaneval"].get(f"wanda50-{LANGUAGE_OF[t]}")
+    diagonal = results["humaneval"].get(f"wanda50-{LANGUAGE_OF[t]}", {}).get(t)
     if diagonal is not None:
-      tests = {other: paired_test(diagonal[t], row[t]) for other, row in results["humaneval"].items()
-               if other not in ("dense", f"wanda50-{LANGUAGE_OF[t]}")}
+      tests = {other: paired_test(diagonal, row[t]) for other, row in results["humaneval"].items()
+               if other not in ("dense", f"wanda50-{LANGUAGE_OF[t]}") and t in row}
       results["paired"][t] = {k: v for k, v in tests.items() if v is not None}
 
   for key in args.baselines:
@@ -240,17 +280,42 @@ def main(argv: list[str] | None = None) -> None:
       run = lazy_run(exp, name, c, args.seeds[0], **options)
       own = [t for t in HUMANEVAL if LANGUAGE_OF[t] == c]
       he = {"none": (), "own": tuple(dict.fromkeys(own + ["humaneval"])) if own else (), "all": HUMANEVAL}
-      ev = evaluate_cached(exp, run, name, ppl_tasks + he[args.baseline_humaneval])
+      ev = cells(run, name, ppl_tasks + he[args.baseline_humaneval])
       results["baselines"][f"{label} · {c or 'no calibration'}"] = {
-          "ppl": {d: ev[f"ppl:{d}"] for d in EVAL}, "humaneval": {t: ev[t] for t in he[args.baseline_humaneval]}}
+          "ppl": {d: ev[f"ppl:{d}"] for d in EVAL if f"ppl:{d}" in ev},
+          "humaneval": {t: ev[t] for t in he[args.baseline_humaneval] if t in ev}}
 
-  distances = mask_distances_cached(exp, wanda_runs, wanda_names)
+  if args.sampled:  # pass@10 as the paper reports it: dense and the diagonal cells
+    runs_of = {c: wanda_runs[c][0] for c in calib}
+    for t in HUMANEVAL:
+      task = f"{t}@{args.sampled}"
+      results["sampled"].setdefault("dense", {}).update(cells(None, "dense", (task,)))
+      if LANGUAGE_OF[t] in runs_of:
+        name = f"wanda50-{LANGUAGE_OF[t]}"
+        results["sampled"].setdefault(name, {}).update(cells(runs_of[LANGUAGE_OF[t]], f"{name}-s{args.seeds[0]}", (task,)))
+
+  distances = mask_distances_cached(exp, wanda_runs, wanda_names, compute=compute)
   elapsed = time.perf_counter() - start
   payload = {"experiment": exp.record(), "results": results, "distances": distances,
-             "elapsed_s": elapsed}
-  (exp.out / "languages.json").write_text(json.dumps(payload, indent=2, default=str))
-  (exp.out / "languages.md").write_text(_markdown(exp, results, distances, elapsed))
-  print((exp.out / "languages.md").read_text())
+             "elapsed_s": elapsed, "complete": _complete(results, calib, args)}
+  from jaxprune.runs import write_json_atomic
+
+  write_json_atomic(exp.out / "languages.json", payload)
+  markdown = _markdown(exp, results, distances, elapsed, payload["complete"])
+  (exp.out / "languages.md.tmp").write_text(markdown)
+  (exp.out / "languages.md.tmp").replace(exp.out / "languages.md")
+  print(markdown)
+
+
+def _complete(results: dict, calib: tuple[str, ...], args) -> dict[str, Any]:
+  """How many of the cells this run asks for are in the tables (all of them once the run has finished)."""
+  he = results["humaneval"]
+  code = sum(len(row) for row in he.values())
+  ppl = sum(len(v) for c in calib for v in results["wanda"][c]["ppl"].values()) + len(results["dense"]["ppl"])
+  wanted_code = len(HUMANEVAL) * (1 + len(calib))
+  wanted_ppl = len(EVAL) * (1 + len(calib) * len(args.seeds))
+  return {"code_cells": code, "code_cells_wanted": wanted_code, "ppl_cells": ppl, "ppl_cells_wanted": wanted_ppl,
+          "all": code == wanted_code and ppl == wanted_ppl}
 
 
 if __name__ == "__main__":

@@ -157,7 +157,47 @@ def test_a_full_report_with_the_same_settings_is_reused():
   exp = type("E", (), {"chat": True, "limit": 164, "max_new_tokens": 512})()
   report = {"sampling": {"num_samples": 1, "temperature": 0.0, "max_new_tokens": 512},
             "config": {"limit": None, "chat": True}, "num_problems": 156, "excluded": {str(i): "" for i in range(8)}}
-  assert _report_fits(exp, report)  # every problem of the task, as limit 164 asks
-  assert not _report_fits(exp, {**report, "config": {"limit": None, "chat": False}})
-  assert not _report_fits(exp, {**report, "sampling": {**report["sampling"], "max_new_tokens": 256}})
-  assert not _report_fits(type("E", (), {"chat": True, "limit": 20, "max_new_tokens": 512})(), report)
+  assert _report_fits(exp, report, "humaneval-java")  # every problem of the task, as limit 164 asks
+  assert not _report_fits(exp, {**report, "config": {"limit": None, "chat": False}}, "humaneval-java")
+  assert not _report_fits(exp, {**report, "sampling": {**report["sampling"], "max_new_tokens": 256}}, "humaneval-java")
+  assert not _report_fits(type("E", (), {"chat": True, "limit": 20, "max_new_tokens": 512})(), report, "humaneval-java")
+  # a greedy report is not a sampled cell, nor the reverse
+  assert not _report_fits(exp, report, "humaneval-java@10")
+  sampled = {**report, "sampling": {"num_samples": 10, "temperature": 0.8, "top_p": 0.95, "max_new_tokens": 512}}
+  assert _report_fits(exp, sampled, "humaneval-java@10")
+  assert not _report_fits(exp, sampled, "humaneval-java@20") and not _report_fits(exp, sampled, "humaneval-java")
+
+
+def test_sampled_task_names():
+  from _reproduce import sampled
+
+  assert sampled("humaneval-java@10") == ("humaneval-java", 10)
+  assert sampled("humaneval") == ("humaneval", 0)
+
+
+def test_sampled_cells_and_cached_only_tables(reproduction, tmp_path):
+  """--sampled N adds pass@1/pass@10 cells of dense and the diagonal; --cached-only writes the tables of
+  what is cached (a partial run marks the missing cells) without pruning or evaluating."""
+  import shutil
+
+  folder, out = reproduction
+  copy = tmp_path / "out"
+  shutil.copytree(out, copy)
+  args = ["--model", str(folder), "--out", str(copy), "--seeds", "0", "1", "--nsamples", "2", "--seqlen", "32",
+          "--eval-windows", "2", "--limit", "1", "--max-new-tokens", "4"]
+  reproduce_languages.main([*args, "--calib", "python", "java", "--baselines", "--sampled", "2"])
+  report = json.loads((copy / "languages.json").read_text())
+  assert set(report["results"]["sampled"]) == {"dense", "wanda50-python", "wanda50-java"}
+  cell = report["results"]["sampled"]["wanda50-java"]["humaneval-java@2"]
+  assert set(cell) >= {"pass@1", "problems", "solved"} and "humaneval@2" not in report["results"]["sampled"]["wanda50-java"]
+  report_file = json.loads((copy / "evals" / "wanda50-java-s0" / "humaneval-java@2.json").read_text())
+  assert report_file["sampling"]["num_samples"] == 2 and report_file["sampling"]["temperature"] == 0.8
+  # cached only, with a seed nothing was made for: its cells are missing, nothing is pruned or evaluated
+  before = sorted(p.name for p in (copy / "runs").iterdir())
+  partial = [*args[:7], "2", *args[7:]]  # --seeds 0 1 2
+  reproduce_languages.main([*partial, "--calib", "python", "java", "--baselines", "--cached-only"])
+  assert sorted(p.name for p in (copy / "runs").iterdir()) == before
+  markdown = (copy / "languages.md").read_text()
+  assert "**Partial**: 12 of 12 HumanEval cells and 25 of 35 perplexity cells" in markdown, markdown
+  assert "Not computed yet" in markdown
+  assert json.loads((copy / "languages.json").read_text())["complete"]["all"] is False
