@@ -236,7 +236,7 @@ def test_worker_draws_progress_when_the_supervisor_has_a_terminal(monkeypatch, s
 
   monkeypatch.setenv(distributed.TTY_ENV, "1" if supervisor_tty else "")
   monkeypatch.setattr(sys, "stderr", io.StringIO())  # the worker's stderr is a pipe, never a terminal
-  bar = cli._progress(3, "blocks")
+  bar = cli.common.progress(3, "blocks")
   drawn = not bar.disable
   bar.update(1)
   bar.close()
