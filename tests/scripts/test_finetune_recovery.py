@@ -10,7 +10,7 @@ import pytest
 
 from tests.evals.conftest import make_tiny_with_tokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 import finetune_recovery  # noqa: E402
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.evals.conftest import make_tiny_with_tokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 import dense_fidelity  # noqa: E402
 

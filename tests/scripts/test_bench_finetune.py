@@ -12,7 +12,7 @@ import pytest
 from tests.evals.conftest import make_tiny_with_tokenizer
 from tests.finetune.conftest import TEXT
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 import bench_finetune  # noqa: E402
 

@@ -11,7 +11,7 @@ import pytest
 from jaxprune import calibration, corpora
 from tests.evals.conftest import make_tiny_with_tokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 import reproduce_languages  # noqa: E402
 
