@@ -12,6 +12,10 @@ it does not, Python programs still get an audit hook that refuses sockets,
 processes, signals and writes outside the working directory. Every result says
 which layers were in force.
 
+The module is over the ~400-line guide on purpose: it is the project's one
+security boundary (with its two process-side helpers), and its limits,
+isolation and result classification are reviewed together.
+
 Example:
   >>> result = run(python_program("print(1 + 1)"))
   >>> result.status, result.stdout
