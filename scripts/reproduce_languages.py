@@ -28,7 +28,6 @@ the seed-0 sub-models).
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
