@@ -47,6 +47,7 @@ class Experiment:
   runs_reused: int = 0
   runs_made: int = 0
   runs_declared: int = 0
+  cached_only: bool = False  # tables from the cached cells only: nothing pruned or evaluated
   _loaded: Any = dataclasses.field(default=None, repr=False, compare=False)
 
   @property
@@ -71,14 +72,15 @@ class Experiment:
   def record(self) -> dict[str, Any]:
     """The experiment's options for the results JSON (the loaded model is not an option)."""
     return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-            if f.name not in ("_loaded", "runs_declared")}
+            if f.name not in ("_loaded", "runs_declared", "cached_only")}
 
   def timing(self, elapsed: float) -> str:
     """How long this invocation took, and how much of the work came from the cache."""
     untouched = max(0, self.runs_declared - self.runs_made - self.runs_reused)
     return (f"in {elapsed / 60:.0f} min on this machine ({self.cpu_count} CPU cores), pruning"
             f" {self.runs_made} sub-models and reusing {self.runs_reused} already in {self.out}/runs"
-            + (f" ({untouched} more not needed: their results were cached)" if untouched else ""))
+            + (f" ({untouched} more {'not made: --cached-only' if self.cached_only else 'not needed: their results were cached'})"
+               if untouched else ""))
 
   def eval_settings(self, task: str) -> dict[str, Any]:
     """What changes a task's number; a cached result must have been made with the same."""

@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
   start = time.perf_counter()
   calib = tuple(args.calib)
   compute = not args.cached_only
+  exp.cached_only = args.cached_only
 
   def cells(run, name: str, tasks: tuple[str, ...]) -> dict:
     return evaluate_cached(exp, run, name, tasks, compute=compute)
