@@ -93,6 +93,22 @@ def damaged_file(err: BaseException) -> str | None:
   return f"{type(err).__name__}: {first}"
 
 
+@contextlib.contextmanager
+def damaged_as(message: str):
+  """Reading Orbax/TensorStore files: a damaged or missing one raises one line, ``message`` with the
+  damage filled in at ``{damage}``; user errors, memory and file-system faults pass through."""
+  from jaxprune.errors import JaxpruneError
+
+  try:
+    yield
+  except (JaxpruneError, MemoryError):
+    raise
+  except Exception as err:  # Orbax/TensorStore raise many types for damaged files
+    if (damage := damaged_file(err)) is None:
+      raise
+    raise JaxpruneError(message.replace("{damage}", damage)) from None
+
+
 class Terminated(KeyboardInterrupt):
   """SIGTERM, raised like Ctrl-C so that the same cleanup runs."""
 

@@ -176,7 +176,8 @@ def load_run(run_dir: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
   """(masks, run.json record, updated weights (SparseGPT's or fine-tuned) or {}) of a finished run."""
   run_dir = Path(run_dir)
   record = load_record(run_dir)
-  try:
+  with failures.damaged_as(f"the masks of the run in {run_dir} cannot be read ({{damage}}):"
+                           f" rerun `jaxprune prune --out {run_dir} --overwrite` to make them again"):
     masks, _ = masks_lib.load(run_dir / "masks")
     new_weights: dict[str, np.ndarray] = {}
     if (run_dir / "weights").exists():
@@ -185,13 +186,6 @@ def load_run(run_dir: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
       with ocp.StandardCheckpointer() as ckptr:
         restored = ckptr.restore((run_dir / "weights").absolute())
       new_weights = {k.replace("__", "."): np.asarray(v) for k, v in restored.items()}
-  except (JaxpruneError, MemoryError):
-    raise
-  except Exception as err:  # Orbax/TensorStore raise many types for damaged files
-    if (damage := failures.damaged_file(err)) is None:
-      raise
-    raise JaxpruneError(f"the masks of the run in {run_dir} cannot be read ({damage}):"
-                        f" rerun `jaxprune prune --out {run_dir} --overwrite` to make them again") from None
   return masks, record, new_weights
 
 

@@ -68,7 +68,8 @@ class StepCheckpointer:
     step = self._manager.latest_step()
     if step is None:
       return None
-    try:
+    with failures.damaged_as(f"the checkpoint in {self.directory} cannot be read ({{damage}}):"
+                             " pass --overwrite to start the fine-tuning afresh"):
       meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
       if meta.get("fingerprint") != self.fingerprint:
         raise JaxpruneError(
@@ -76,13 +77,6 @@ class StepCheckpointer:
             " rerun the same command to resume it, or pass --overwrite to start afresh")
       target = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
       state = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
-    except (JaxpruneError, MemoryError):
-      raise
-    except Exception as err:  # Orbax/TensorStore raise many types for damaged files
-      if (damage := failures.damaged_file(err)) is None:
-        raise
-      raise JaxpruneError(f"the checkpoint in {self.directory} cannot be read ({damage}):"
-                          " pass --overwrite to start the fine-tuning afresh") from None
     state = jax.tree.unflatten(jax.tree.structure(like), jax.tree.leaves(state))
     return state, [float(x) for x in meta["losses"]]
 
