@@ -44,9 +44,9 @@ class ExportConfig:
 
 def run_id(run_dir: str | Path) -> str:
   """The run's id: the first hex digits of the sha256 of its run.json (``sha256sum run.json`` shows it)."""
-  from jaxprune import runs
+  from jaxprune import store
 
-  return hashlib.sha256((Path(run_dir) / runs.RUN_JSON).read_bytes()).hexdigest()[:RUN_ID_HEX]
+  return hashlib.sha256((Path(run_dir) / store.RUN_JSON).read_bytes()).hexdigest()[:RUN_ID_HEX]
 
 
 def read_eval(path: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -67,11 +67,11 @@ def export(config: ExportConfig) -> Path:
   """Export the run ``config.masks`` of ``config.model`` with its model card into ``config.out``."""
   import converters
   from converters import card
-  from jaxprune import outputs, runs
+  from jaxprune import outputs, runs, store
 
   outputs.claim_dir(config.out, "export", overwrite=config.overwrite,
                     inputs=(config.model, config.masks, config.eval))
-  record = runs.load_record(config.masks)  # a missing or damaged run.json, before the slow model load
+  record = store.load_record(config.masks)  # a missing or damaged run.json, before the slow model load
   evaluation = read_eval(config.eval, record) if config.eval else None
   loaded = converters.load_model(config.model)  # one-line errors for a missing or bad model first
   name = Path(config.out).expanduser().absolute().name

@@ -214,7 +214,7 @@ def check(config: EvalConfig) -> None:
 def evaluate(config: EvalConfig, progress: Progress = _no_progress) -> dict[str, Any]:
   """Load the model, apply the masks, run the tasks, write ``config.out``: the ``jaxprune eval`` call."""
   import converters
-  from jaxprune import runs
+  from jaxprune import runs, store
 
   check(config)
   start = time.perf_counter()
@@ -236,7 +236,7 @@ def evaluate(config: EvalConfig, progress: Progress = _no_progress) -> dict[str,
                   **{f"{name}_s": r["seconds"] for name, r in results.items()}},
   }
   if config.out is not None:
-    runs.write_json_atomic(Path(config.out).expanduser(), report)
+    store.write_json_atomic(Path(config.out).expanduser(), report)
   return report
 
 

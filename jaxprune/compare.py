@@ -6,7 +6,7 @@ weights, 1 when they keep disjoint ones. Two empty sets (both runs prune the
 whole matrix) are identical, so their distance is defined as 0, not 0/0.
 
 The counts are computed in JAX on the packed masks (1 bit per weight, as
-`jaxprune.masks.save` stores them): ``popcount(a & b)`` and ``popcount(a | b)``,
+`jaxprune.store.save_masks` stores them): ``popcount(a & b)`` and ``popcount(a | b)``,
 jit-compiled, one matrix at a time, so a whole model is never unpacked. Bits
 past the last column of a row must be zero (`jaxprune.masks.pack` writes
 zeros there).
@@ -33,12 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import masks as masks_lib
-from jaxprune import spec
+from jaxprune import spec, store
 from jaxprune.errors import JaxpruneError
 
 log = logging.getLogger(__name__)
 
-RUN_JSON = "run.json"
 
 
 # --------------------------------------------------------------------------- #
@@ -89,7 +88,7 @@ def _check_packed(name: str, a: Any, b: Any | None = None) -> None:
     if np.ndim(x) != 2 or np.dtype(x.dtype) != np.uint8:
       raise JaxpruneError(
           f"packed mask {name} is {np.dtype(x.dtype)} with shape {np.shape(x)}: pass uint8"
-          " [out, ceil(in/8)] arrays from jaxprune.masks.pack or masks.load_packed"
+          " [out, ceil(in/8)] arrays from jaxprune.masks.pack or store.load_packed_masks"
       )
   if b is not None and np.shape(a) != np.shape(b):
     raise JaxpruneError(
@@ -185,15 +184,15 @@ def read_run(path: str | os.PathLike, label: str | None = None) -> Run:
   if not path.exists():
     raise JaxpruneError(f"run directory {path} does not exist: pass a directory written by `jaxprune prune`")
   info: dict[str, Any] = {}
-  run_json = path / RUN_JSON
+  run_json = path / store.RUN_JSON
   if run_json.is_file():
     try:
       info = json.loads(run_json.read_text())
     except json.JSONDecodeError as err:
       raise JaxpruneError(f"{run_json} is not valid JSON ({err.msg}, line {err.lineno}): fix or rewrite it") from None
   else:
-    log.warning("%s has no %s (an unfinished run?): calibration domain unknown", path, RUN_JSON)
-  meta = masks_lib.load_metadata(path)
+    log.warning("%s has no %s (an unfinished run?): calibration domain unknown", path, store.RUN_JSON)
+  meta = store.load_masks_metadata(path)
   calibration = dict(info.get("calibration") or {})
   model = info.get("model") or meta.get("model")
   return Run(
@@ -341,7 +340,7 @@ def load_packed(runs: Sequence[Run]) -> list[dict[str, np.ndarray]]:
   packed = []
   for run in runs:
     log.info("loading packed masks of %s", run.path)
-    packed.append(masks_lib.load_packed(run.path)[0])
+    packed.append(store.load_packed_masks(run.path)[0])
   return packed
 
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -30,9 +28,6 @@ import numpy as np
 from jaxprune.errors import JaxpruneError
 
 log = logging.getLogger(__name__)
-
-MASKS_DIRNAME = "masks"
-
 
 # --------------------------------------------------------------------------- #
 # Patterns
@@ -172,96 +167,6 @@ def pack(mask: np.ndarray) -> np.ndarray:
 def unpack(packed: np.ndarray, in_features: int) -> np.ndarray:
   """Inverse of `pack`."""
   return np.unpackbits(np.asarray(packed, np.uint8), axis=-1, count=in_features, bitorder="little").astype(bool)
-
-
-# --------------------------------------------------------------------------- #
-# Storage (Orbax)
-# --------------------------------------------------------------------------- #
-
-
-def _key(name: str) -> str:
-  # Orbax turns pytree keys into file names; keep them free of dots.
-  return name.replace(".", "__")
-
-
-def _unkey(key: str) -> str:
-  return key.replace("__", ".")
-
-
-def save(path: str | os.PathLike, masks: Mapping[str, Any], metadata: Mapping[str, Any] | None = None) -> Path:
-  """Save masks (packed, 1 bit per weight) and JSON metadata with Orbax.
-
-  Every process of a multi-host run must call this; Orbax writes to a
-  temporary directory and renames it when complete, so a crash never leaves a
-  half-written checkpoint.
-  """
-  import orbax.checkpoint as ocp
-
-  path = Path(path).absolute()
-  if path.exists():
-    raise JaxpruneError(f"{path} already exists: choose another path or delete it")
-  shapes = {name: list(np.shape(m)) for name, m in masks.items()}
-  packed = {_key(name): pack(np.asarray(m)) for name, m in masks.items()}
-  meta = {"format": "jaxprune-masks/1", "shapes": shapes, **dict(metadata or {})}
-  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
-    ckptr.save(
-        path,
-        args=ocp.args.Composite(
-            masks=ocp.args.StandardSave(packed),
-            metadata=ocp.args.JsonSave(meta),
-        ),
-    )
-  return path
-
-
-def _resolve(path: str | os.PathLike) -> Path:
-  path = Path(path).absolute()  # Orbax insists on absolute paths
-  if not (path / "metadata").is_dir() and (path / MASKS_DIRNAME / "metadata").is_dir():
-    path = path / MASKS_DIRNAME
-  if not (path / "metadata").is_dir() or not (path / "masks").is_dir():
-    raise JaxpruneError(
-        f"no masks found at {path}: pass a run directory written by `jaxprune prune`"
-        " (it holds masks/) or a path written by jaxprune.masks.save"
-    )
-  return path
-
-
-def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
-  """The JSON metadata saved with the masks (cheap: reads no arrays)."""
-  import orbax.checkpoint as ocp
-
-  path = _resolve(path)
-  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
-    restored = ckptr.restore(path, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
-  return dict(restored.metadata)
-
-
-def load_packed(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-  """Packed masks (uint8 [out, ceil(in/8)]) and metadata, without unpacking."""
-  import orbax.checkpoint as ocp
-
-  path = _resolve(path)
-  metadata = load_metadata(path)
-  target = {
-      _key(name): jax.ShapeDtypeStruct((shape[0], math.ceil(shape[1] / 8)), np.uint8)
-      for name, shape in metadata["shapes"].items()
-  }
-  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
-    restored = ckptr.restore(
-        path, args=ocp.args.Composite(masks=ocp.args.StandardRestore(target))
-    )
-  packed = {_unkey(k): np.asarray(v) for k, v in restored.masks.items()}
-  return packed, metadata
-
-
-def load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-  """Masks (bool [out, in] per HF parameter name) and their metadata."""
-  packed, metadata = load_packed(path)
-  masks = {
-      name: unpack(packed[name], metadata["shapes"][name][1])
-      for name in metadata["shapes"]
-  }
-  return masks, metadata
 
 
 # --------------------------------------------------------------------------- #

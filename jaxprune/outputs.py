@@ -30,16 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from jaxprune.errors import JaxpruneError
+from jaxprune.store import MASKS, RUN_FORMAT, RUN_JSON, STATE, WEIGHTS
 
 log = logging.getLogger(__name__)
 
-RUN_FORMAT = "jaxprune-run/1"
 EXPORT_FORMAT = "jaxprune-export/1"
 EXPORT_MARKER = ".jaxprune.json"
 LIBRARY_FORMAT = "jaxprune-library/1"
 KINDS = {"run": "a prune run", "export": "an export", "report": "a compare report", "library": "a sub-model library"}
 _RUN_KEYS = {"model", "options", "block_sparsity", "versions"}  # run.json written before RUN_FORMAT
-_UNFINISHED_RUN = {"state", "masks", "weights"}
+_UNFINISHED_RUN = {STATE, MASKS, WEIGHTS}
 
 
 def _json(path: Path) -> Any:
@@ -51,11 +51,11 @@ def _json(path: Path) -> Any:
 
 def made_by_jaxprune(folder: Path) -> str | None:
   """The kind ("run", "export", "report") of a folder jaxprune wrote, else None."""
-  run = _json(folder / "run.json")
+  run = _json(folder / RUN_JSON)
   if isinstance(run, dict) and (run.get("format") == RUN_FORMAT or _RUN_KEYS <= set(run)):
     return "run"
   names = {p.name for p in folder.iterdir()}
-  if "state" in names and names <= _UNFINISHED_RUN and (folder / "state" / "steps").is_dir():
+  if STATE in names and names <= _UNFINISHED_RUN and (folder / STATE / "steps").is_dir():
     return "run"  # an unfinished run written before runs were built beside their target
   marker = _json(folder / EXPORT_MARKER)
   if isinstance(marker, dict) and marker.get("format") == EXPORT_FORMAT:

@@ -194,7 +194,7 @@ def prune(loaded, calib_tokens, config: PruneConfig = PruneConfig(), *, mesh: Me
       parameters may be NumPy arrays in host memory
       (``converters.load_model(..., params="host")``): each block then comes
       to the devices only while it is pruned.
-    resume: a `jaxprune.resume.BlockCheckpointer` that saves state after each
+    resume: a `jaxprune.store.BlockCheckpointer` that saves state after each
       block and restores it on a rerun.
     on_block: called as ``on_block(done_blocks, total_blocks, info)``.
 

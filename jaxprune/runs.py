@@ -1,12 +1,8 @@
-"""Run directories: what ``jaxprune prune`` writes and ``export``/``compare`` read.
+"""Prune runs: making one (`prune_run`) and using one (`with_run`, `export_run`).
 
-RUN_DIR/
-  masks/      Orbax checkpoint: packed masks + JSON metadata (atomic)
-  weights/    Orbax checkpoint of updated weights (SparseGPT's, or a fine-tuned run's)
-  run.json    written last: its presence means "complete"
-
-The run is built in .RUN_DIR.jaxprune-partial/ beside it (with state/, the
-per-block resume state) and renamed to RUN_DIR once complete.
+The run is built in .RUN_DIR.jaxprune-partial/ beside RUN_DIR (with state/,
+the per-block resume state) and renamed to RUN_DIR once complete. What the
+folder holds, and how each part is written and read, is `jaxprune.store`'s.
 """
 
 from __future__ import annotations
@@ -19,7 +15,6 @@ import logging
 import os
 import platform
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,14 +22,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxprune import distributed, failures, outputs, pruning
-from jaxprune import masks as masks_lib
+from jaxprune import distributed, failures, outputs, pruning, store
 from jaxprune.errors import JaxpruneError
-from jaxprune.resume import BlockCheckpointer
 
 log = logging.getLogger(__name__)
 
-RUN_JSON = "run.json"
 _VERSIONED = ("jaxprune", "jax", "jaxlib", "penzai", "orbax-checkpoint", "transformers", "numpy")
 
 
@@ -62,21 +54,6 @@ def versions() -> dict[str, str]:
   return out
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-  """Write JSON under a temporary name, then rename: never a half-written file, no temp left on failure."""
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-  try:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes it private; the user's umask decides
-    with os.fdopen(fd, "w") as f:
-      json.dump(data, f, indent=2, sort_keys=False, default=str)
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
-
-
 def parameter_dtype(model) -> str:
   """The dtype the model's parameters are stored in (e.g. "float32", "bfloat16")."""
   from jaxprune import blocks
@@ -91,7 +68,7 @@ def _prepare(claim: outputs.Claim, overwrite: bool) -> Path:
     if claim.replace and not overwrite and not partial.exists():
       os.rename(claim.path, partial)  # an unfinished run written in place by an older jaxprune
     outputs.start(claim, resume=not overwrite)
-    for stale in ("masks", "weights"):  # left by a crash between the final saves
+    for stale in (store.MASKS, store.WEIGHTS):  # left by a crash between the final saves
       if (partial / stale).exists():
         shutil.rmtree(partial / stale)
   distributed.barrier("jaxprune:run-dir-ready")  # process 0 may have just emptied it
@@ -121,7 +98,7 @@ def prune_run(loaded, calib_tokens: np.ndarray, config: pruning.PruneConfig, run
   work = _prepare(claim, run.overwrite)
   shapes = {l.name: l.shape for l in loaded.spec.linears}
   announce = None if on_resume is None else (lambda done: on_resume(done, loaded.spec.num_layers))
-  checkpointer = BlockCheckpointer(work / "state", fingerprint, shapes, on_restore=announce)
+  checkpointer = store.BlockCheckpointer(work / store.STATE, fingerprint, shapes, on_restore=announce)
   started = time.perf_counter()
   failures.keep(f"the finished blocks are kept in {work}: rerun the same command to resume")
   try:
@@ -134,11 +111,9 @@ def prune_run(loaded, calib_tokens: np.ndarray, config: pruning.PruneConfig, run
     raise
   elapsed = time.perf_counter() - started
   metadata = {"model": loaded.model_id, "method": config.method, "pattern": config.pattern}
-  masks_lib.save(work / "masks", result.masks, metadata)
-  if result.weights:
-    save_weights(work / "weights", result.weights)
+  store.save_results(work, result.masks, metadata, result.weights)
   record = {
-      "format": outputs.RUN_FORMAT,
+      "format": store.RUN_FORMAT,
       "model": loaded.model_id,
       "calibration": {**(calibration or {}), "token_hash": fingerprint["calibration_tokens"],
                       "shape": list(tokens.shape)},
@@ -157,58 +132,16 @@ def prune_run(loaded, calib_tokens: np.ndarray, config: pruning.PruneConfig, run
   }
   distributed.barrier("jaxprune:run-saved")
   if jax.process_index() == 0:
-    write_json_atomic(work / RUN_JSON, record)
-    shutil.rmtree(work / "state", ignore_errors=True)
+    store.write_json_atomic(work / store.RUN_JSON, record)
+    shutil.rmtree(work / store.STATE, ignore_errors=True)
     outputs.commit(claim)
   distributed.barrier("jaxprune:run-committed")
   return result
 
 
-def save_weights(path: Path, new_weights: dict[str, Any]) -> None:
-  """Updated HF matrices of prunable linears (SparseGPT's, or fine-tuned) as the Orbax checkpoint `load_run` reads."""
-  import orbax.checkpoint as ocp
-
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(Path(path).absolute(), {k.replace(".", "__"): v for k, v in new_weights.items()})
-
-
-def load_run(run_dir: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, np.ndarray]]:
-  """(masks, run.json record, updated weights (SparseGPT's or fine-tuned) or {}) of a finished run."""
-  run_dir = Path(run_dir)
-  record = load_record(run_dir)
-  with failures.damaged_as(f"the masks of the run in {run_dir} cannot be read ({{damage}}):"
-                           f" rerun `jaxprune prune --out {run_dir} --overwrite` to make them again"):
-    masks, _ = masks_lib.load(run_dir / "masks")
-    new_weights: dict[str, np.ndarray] = {}
-    if (run_dir / "weights").exists():
-      import orbax.checkpoint as ocp
-
-      with ocp.StandardCheckpointer() as ckptr:
-        restored = ckptr.restore((run_dir / "weights").absolute())
-      new_weights = {k.replace("__", "."): np.asarray(v) for k, v in restored.items()}
-  return masks, record, new_weights
-
-
-def load_record(run_dir: str | os.PathLike) -> dict[str, Any]:
-  """The run.json of a finished run; one-line errors for a missing or damaged one."""
-  path = Path(run_dir) / RUN_JSON
-  if not path.is_file():
-    raise JaxpruneError(
-        f"{run_dir} is not a finished jaxprune run (no {RUN_JSON}): run `jaxprune prune --out {run_dir}` first"
-    )
-  try:
-    record = json.loads(path.read_text())
-  except (UnicodeDecodeError, json.JSONDecodeError) as err:
-    raise JaxpruneError(f"{path} is damaged (not valid JSON: {err}): rerun `jaxprune prune --out {run_dir}"
-                        " --overwrite` to make the run again") from None
-  if not isinstance(record, dict) or "model" not in record:
-    raise JaxpruneError(f"{path} is not a jaxprune run record: pass a directory written by `jaxprune prune`")
-  return record
-
-
 def load_run_for(loaded, run_dir: str | os.PathLike):
-  """`load_run`, refusing a run that was pruned from another model than ``loaded``."""
-  masks, record, new_weights = load_run(run_dir)
+  """`store.load_run`, refusing a run that was pruned from another model than ``loaded``."""
+  masks, record, new_weights = store.load_run(run_dir)
   made_for = record.get("model", {})
   if made_for.get("hash") != loaded.model_id["hash"]:
     raise JaxpruneError(

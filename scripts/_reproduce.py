@@ -206,10 +206,10 @@ def _summary(task: str, report: dict[str, Any]) -> Any:
 
 def _write_json(path: Path, payload: Any) -> None:
   """``payload`` as JSON at ``path`` (its folder made if needed), never half-written."""
-  from jaxprune import runs
+  from jaxprune import store
 
   path.parent.mkdir(parents=True, exist_ok=True)
-  runs.write_json_atomic(path, payload)
+  store.write_json_atomic(path, payload)
 
 
 def _report_fits(exp: Experiment, report: dict[str, Any], task: str) -> bool:

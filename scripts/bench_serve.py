@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
   import openai
 
-  from jaxprune import runs
+  from jaxprune import runs, store
   from jaxprune.library import engine, server
   from jaxprune.library import models as models_lib
 
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   result["peak_rss_mib"] = peak_rss_mib()
   result["versions"] = runs.versions()
   Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  runs.write_json_atomic(Path(args.out), result)
+  store.write_json_atomic(Path(args.out), result)
   print(f"{'concurrency':>11} {'req/s':>7} {'tok/s':>7} {'p50 s':>7} {'p95 s':>7}")
   for row in result["load"]:
     print(f"{row['concurrency']:>11} {row['requests_per_s']:>7.2f} {row['tokens_per_s']:>7.1f} {row['p50_s']:>7.2f}"

@@ -52,7 +52,7 @@ def _log_progress(description: str, total: int):
 def run_cell(args, loaded, prompting: str, task: str) -> dict[str, Any]:
   """One cell's report, from the cache if it was made with the same settings."""
   from evals import tasks
-  from jaxprune import runs
+  from jaxprune import runs, store
 
   path = Path(args.out) / "dense" / prompting / f"{task}.json"
   wanted = settings(args, prompting)
@@ -68,7 +68,7 @@ def run_cell(args, loaded, prompting: str, task: str) -> dict[str, Any]:
   report = tasks.run_tasks(loaded, config, progress=_log_progress)[task]
   cell = {"settings": wanted, "command": args.command, "versions": runs.versions(), "report": report}
   path.parent.mkdir(parents=True, exist_ok=True)
-  runs.write_json_atomic(path, cell)
+  store.write_json_atomic(path, cell)
   return cell
 
 

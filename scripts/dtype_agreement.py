@@ -44,14 +44,14 @@ def main() -> None:
   sys.path.insert(0, str(ROOT))
   import numpy as np
 
-  from jaxprune import runs
+  from jaxprune import store
 
   out = Path(args.out)
   folder = Path(args.runs) if args.runs else out.parent / "runs"
   tag = f"{args.calib}-{args.nsamples}x{args.seqlen}"
   dirs = {d: folder / f"wanda50-{tag}-{d}" for d in ("float32", args.dtype)}
   commands = {d: _prune(args, d, path) for d, path in dirs.items()}
-  loaded = {d: runs.load_run(path) for d, path in dirs.items()}
+  loaded = {d: store.load_run(path) for d, path in dirs.items()}
   full, half = loaded["float32"][0], loaded[args.dtype][0]
   per_matrix = {n: float(np.mean(half[n] == m)) for n, m in full.items()}
   differing = int(sum(np.sum(half[n] != m) for n, m in full.items()))

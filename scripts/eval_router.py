@@ -106,7 +106,7 @@ def system_report(models, name: str, ids: dict[str, list[str]], args, work: Path
   """{task: {task id: solved}} of one system (a sub-model or dense): from ``reuse``'s reports where they fit,
   else generated now (greedy) and cached under ``work``."""
   from evals import tasks as tasks_lib
-  from jaxprune import runs
+  from jaxprune import store
 
   path = work / f"{name}.json"
   key = {"limit": args.limit, "chat": args.chat, "max_new_tokens": args.max_new_tokens}
@@ -126,7 +126,7 @@ def system_report(models, name: str, ids: dict[str, list[str]], args, work: Path
     for task, report in tasks_lib.run_tasks(loaded, config).items():
       solved[task] = {tid: int(e["correct"]) for tid, e in report["per_problem"].items()}
   if set(solved) != known:
-    runs.write_json_atomic(path, {"key": key, "solved": solved})
+    store.write_json_atomic(path, {"key": key, "solved": solved})
   return {t: {tid: solved[t][tid] for tid in ids[t]} for t in ids}
 
 
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   p.add_argument("--out", required=True, help="JSON to write")
   args = p.parse_args(argv)
 
-  from jaxprune import runs
+  from jaxprune import runs, store
   from jaxprune.library import models as models_lib
 
   tasks = tuple(t for t in args.tasks.split(",") if t)
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "route_config": dataclasses.asdict(route_config), "routing": routing, "pass_at_1": pass_at_1,
             "seconds": round(time.perf_counter() - started, 1), "versions": runs.versions()}
   out.parent.mkdir(parents=True, exist_ok=True)
-  runs.write_json_atomic(out, result)
+  store.write_json_atomic(out, result)
   print(table(result))
   print(f"wrote {out}")
   return result

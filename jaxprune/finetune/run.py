@@ -28,8 +28,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxprune import blocks, calibration, failures, outputs, runs
-from jaxprune import masks as masks_lib
+from jaxprune import blocks, calibration, failures, outputs, runs, store
 from jaxprune.errors import JaxpruneError
 from jaxprune.finetune.checkpoints import StepCheckpointer
 from jaxprune.finetune.driver import TrainConfig, TrainResult, train
@@ -97,7 +96,7 @@ def finetune_run(config: FinetuneConfig, *, loaded=None, tokens: np.ndarray | No
     raise JaxpruneError(f"--checkpoint-every {config.checkpoint_every} must be at least 1")
   inputs = (config.model, config.masks, config.calib)
   claim = outputs.claim_dir(config.out, "run", overwrite=config.overwrite, inputs=inputs)
-  base_record = runs.load_record(config.masks)  # a missing or damaged run, before the slow model load
+  base_record = store.load_record(config.masks)  # a missing or damaged run, before the slow model load
   if loaded is None:
     import converters
 
@@ -116,15 +115,15 @@ def finetune_run(config: FinetuneConfig, *, loaded=None, tokens: np.ndarray | No
   tokens = np.asarray(tokens, np.int32)
   data.update(token_hash=runs.token_hash(tokens), shape=list(tokens.shape), side="calibration")
   fingerprint = json.loads(json.dumps({
-      "model": loaded.model_id, "base_run": _file_hash(Path(config.masks) / runs.RUN_JSON),
+      "model": loaded.model_id, "base_run": _file_hash(Path(config.masks) / store.RUN_JSON),
       "tokens": data["token_hash"], "train": dataclasses.asdict(config.train)}, default=str))
 
   work = claim.partial  # an old run at config.out stays in place until the new one is committed
   outputs.start(claim, resume=not config.overwrite)
-  for stale in ("masks", "weights"):  # left by a crash between the final saves
+  for stale in (store.MASKS, store.WEIGHTS):  # left by a crash between the final saves
     if (work / stale).exists():
       shutil.rmtree(work / stale)
-  checkpoints = StepCheckpointer(work / "state", fingerprint, config.checkpoint_every)
+  checkpoints = StepCheckpointer(work / store.STATE, fingerprint, config.checkpoint_every)
   failures.keep(f"the checkpoints are kept in {work}: rerun the same command to resume")
   started = time.perf_counter()
   try:
@@ -138,10 +137,10 @@ def finetune_run(config: FinetuneConfig, *, loaded=None, tokens: np.ndarray | No
       failures.reset()
     raise
   checkpoints.close()
-  masks_lib.save(work / "masks", masks, {"model": loaded.model_id, "method": "finetune", "base_run": config.masks})
-  runs.save_weights(work / "weights", result.weights)
+  store.save_results(work, masks, {"model": loaded.model_id, "method": "finetune", "base_run": config.masks},
+                     result.weights)
   record = {
-      "format": outputs.RUN_FORMAT,
+      "format": store.RUN_FORMAT,
       "model": loaded.model_id,
       **{k: base_record[k] for k in ("calibration", "options", "dtype", "block_sparsity", "sparsity")
          if k in base_record},
@@ -161,7 +160,7 @@ def finetune_run(config: FinetuneConfig, *, loaded=None, tokens: np.ndarray | No
       "devices": {"count": jax.device_count(), "platform": jax.devices()[0].platform},
       "versions": runs.versions(),
   }
-  runs.write_json_atomic(work / runs.RUN_JSON, record)
-  shutil.rmtree(work / "state", ignore_errors=True)
+  store.write_json_atomic(work / store.RUN_JSON, record)
+  shutil.rmtree(work / store.STATE, ignore_errors=True)
   outputs.commit(claim)
   return result

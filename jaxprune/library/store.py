@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from jaxprune import outputs, runs
+from jaxprune import store as run_store
 from jaxprune.errors import JaxpruneError
 from jaxprune.library import classifier, router_text, submodels
 from jaxprune.library.routers import RouteConfig
@@ -150,7 +151,7 @@ def _check_names(pairs: tuple[tuple[str, str], ...], existing: tuple[str, ...] =
 
 
 def _check_run(name: str, run_dir: str, base_hash: str, base_id: str) -> dict[str, Any]:
-  record = runs.load_record(run_dir)
+  record = run_store.load_record(run_dir)
   made_for = record.get("model", {})
   if made_for.get("hash") != base_hash:
     raise JaxpruneError(f"run {run_dir} ({name}) was pruned from {made_for.get('id')} (hash {made_for.get('hash')}),"
@@ -161,15 +162,15 @@ def _check_run(name: str, run_dir: str, base_hash: str, base_id: str) -> dict[st
 def _write_submodel(folder: Path, run_dir: str, tokenizer, docs: int, override: str | None) -> dict[str, Any]:
   from safetensors.numpy import save_file
 
-  masks, record, new_weights = runs.load_run(run_dir)
+  masks, record, new_weights = run_store.load_run(run_dir)
   packed, shapes, kept = submodels.encode(masks, new_weights)
   texts, text_source = router_text.of_run(record, tokenizer, docs, override)
   folder.mkdir(parents=True)
   save_file(packed, str(folder / "mask.safetensors"), metadata={"shapes": json.dumps(shapes)})
   if kept:
     save_file(kept, str(folder / "weights.safetensors"))
-  runs.write_json_atomic(folder / runs.RUN_JSON, record)
-  runs.write_json_atomic(folder / "router.json", {"source": text_source, "texts": texts})
+  run_store.write_json_atomic(folder / run_store.RUN_JSON, record)
+  run_store.write_json_atomic(folder / "router.json", {"source": text_source, "texts": texts})
   options = record.get("options", {})
   cal = record.get("calibration") or {}
   return {
@@ -212,7 +213,7 @@ def _edit(claim: outputs.Claim, old: Library | None, fill: Callable[[Path], dict
     manifest["bytes"] = _sizes(partial, tuple(manifest["submodels"]))
     _fit_router(partial, tuple(manifest["submodels"]))
     manifest["bytes"] = _sizes(partial, tuple(manifest["submodels"]))
-    runs.write_json_atomic(partial / MANIFEST, manifest)
+    run_store.write_json_atomic(partial / MANIFEST, manifest)
     outputs.commit(claim)
   except BaseException:
     outputs.discard(claim)
@@ -256,7 +257,7 @@ def build(config: LibraryConfig) -> Library:
   _check_names(config.runs)
   _check_route(config.route, tuple(n for n, _ in config.runs))
   for _, run in config.runs:
-    runs.load_record(run)  # a missing or damaged run.json, before the slow model load
+    run_store.load_record(run)  # a missing or damaged run.json, before the slow model load
   claim = outputs.claim_dir(config.path, "library", overwrite=config.overwrite, flag="LIB",
                             inputs=(config.model, *(r for _, r in config.runs)))
   loaded = converters.load_model(config.model)
@@ -269,7 +270,7 @@ def build(config: LibraryConfig) -> Library:
     converters.export_hf(loaded, partial / "base")
     if config.background:
       (partial / "router").mkdir()
-      runs.write_json_atomic(partial / "router" / "background.json", {
+      run_store.write_json_atomic(partial / "router" / "background.json", {
           "source": config.background,
           "texts": router_text.of_source(config.background, loaded.tokenizer, config.router_docs)})
     manifest = {"format": outputs.LIBRARY_FORMAT,

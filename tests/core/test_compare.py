@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxprune import cli, compare, compare_report, masks
+from jaxprune import cli, compare, compare_report, masks, store
 from jaxprune.errors import JaxpruneError
 from tests import chromium
 
@@ -169,7 +169,7 @@ def make_run(path: Path, domain: str | None, seed: int, noise: float, model_id: 
       scores = base.random(shape) + noise * rng.random(shape)
       result[f"model.layers.{layer}.{proj}.weight"] = np.asarray(masks.unstructured(scores, 0.5))
   model = {"id": model_id, "hash": f"hash-{model_id}"}
-  masks.save(path / "masks", result, {"model": model})  # as jaxprune.runs does
+  store.save_masks(path / "masks", result, {"model": model})  # as jaxprune.runs does
   if run_json:
     info = {"model": model,
             "options": {"sparsity": 0.5, "pattern": "unstructured", "method": "wanda", "seed": seed}}
@@ -358,8 +358,8 @@ def test_compare_runs_written_by_prune(tmp_path, capsys):
   assert [r["domain"] for r in doc["runs"]] == [f"tokens-file:{tmp_path / 'tok_a.npy'}",
                                                 f"tokens-file:{tmp_path / 'tok_b.npy'}"]
   assert [p["group"] for p in doc["pairs"]] == ["across"]
-  masks_a, _ = masks.load(tmp_path / "run_a")
-  masks_b, _ = masks.load(tmp_path / "run_b")
+  masks_a, _ = store.load_masks(tmp_path / "run_a")
+  masks_b, _ = store.load_masks(tmp_path / "run_b")
   expected = compare.jaccard(masks_a, masks_b)
   assert {r["name"]: r["distance"] for r in doc["distances"]} == expected
   assert 0 < np.mean(list(expected.values())) < 1

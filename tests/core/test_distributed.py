@@ -21,8 +21,7 @@ import numpy as np
 import pytest
 
 import converters
-from jaxprune import cli, distributed, pruning
-from jaxprune import masks as masks_lib
+from jaxprune import cli, distributed, pruning, store
 from jaxprune.errors import JaxpruneError
 from tests.helpers import make_tiny_hf
 
@@ -82,7 +81,7 @@ def test_two_processes_give_the_single_process_masks(tiny, tmp_path, extra):
   codes = [_wait(p, 120) for p in procs]
   assert codes == [0, 0], [(tmp_path / f"err{i}").read_text()[-2000:] for i in range(2)]
 
-  stored, _ = masks_lib.load(out)
+  stored, _ = store.load_masks(out)
   assert set(stored) == set(single.masks)
   for name, mask in single.masks.items():
     np.testing.assert_array_equal(stored[name], mask, err_msg=name)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxprune import masks
+from jaxprune import masks, store
 from jaxprune.errors import JaxpruneError
 
 
@@ -56,15 +56,15 @@ def test_save_load_round_trip(tmp_path):
   rng = np.random.default_rng(0)
   saved = {"model.layers.0.self_attn.q_proj.weight": rng.random((6, 13)) > 0.3,
            "model.layers.1.mlp.down_proj.weight": rng.random((4, 24)) > 0.5}
-  masks.save(tmp_path / "m", saved, {"note": "x"})
-  loaded, meta = masks.load(tmp_path / "m")
+  store.save_masks(tmp_path / "m", saved, {"note": "x"})
+  loaded, meta = store.load_masks(tmp_path / "m")
   assert meta["note"] == "x" and sorted(loaded) == sorted(saved)
   for name in saved:
     np.testing.assert_array_equal(loaded[name], saved[name])
   with pytest.raises(JaxpruneError, match="already exists"):
-    masks.save(tmp_path / "m", saved)
+    store.save_masks(tmp_path / "m", saved)
   with pytest.raises(JaxpruneError, match="no masks found"):
-    masks.load(tmp_path)
+    store.load_masks(tmp_path)
 
 
 @pytest.mark.parametrize("pattern,sparsity,message", [

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from penzai import pz
 
-from jaxprune import cli, pruning, runs
+from jaxprune import cli, pruning, runs, store
 from jaxprune import masks as masks_lib
 from jaxprune.errors import JaxpruneError
 from tests.helpers import make_tiny_hf
@@ -52,7 +52,7 @@ def test_resume_after_kill_gives_identical_masks(tiny, tokens_file, tmp_path):
   assert seen == [3]  # only the last block ran again
   for name in whole.masks:
     np.testing.assert_array_equal(whole.masks[name], resumed.masks[name], err_msg=name)
-  stored, _ = masks_lib.load(tmp_path / "killed")
+  stored, _ = store.load_masks(tmp_path / "killed")
   for name in whole.masks:
     np.testing.assert_array_equal(stored[name], whole.masks[name])
 
@@ -86,7 +86,7 @@ def test_cli_prune_then_export_matches_masked_penzai_logits(tiny, tokens_file, t
   out = tmp_path / "hf"
   assert cli.main(["export", "--model", str(folder), "--masks", str(run_dir), "--out", str(out)]) == 0
 
-  masks, _, _ = runs.load_run(run_dir)
+  masks, _, _ = store.load_run(run_dir)
   tokens = np.arange(1, 15)[None]
   ours = masks_lib.apply(loaded.model, masks)(pz.nx.wrap(jnp.asarray(tokens)).tag("batch", "seq"))
   hf = AutoModelForCausalLM.from_pretrained(out).eval()
@@ -103,7 +103,7 @@ def test_sparsegpt_run_exports_updated_weights(tiny, tokens_file, tmp_path):
   assert cli.main(["prune", "--model", str(folder), "--calib-tokens", str(tokens_file), "--method", "sparsegpt",
                    "--out", str(run_dir)]) == 0
   assert cli.main(["export", "--model", str(folder), "--masks", str(run_dir), "--out", str(tmp_path / "hf")]) == 0
-  masks, _, new_weights = runs.load_run(run_dir)
+  masks, _, new_weights = store.load_run(run_dir)
   name = "model.layers.1.mlp.up_proj.weight"
   exported = load_file(str(tmp_path / "hf" / "model.safetensors"))[name]
   np.testing.assert_allclose(exported, np.where(masks[name], new_weights[name], 0), rtol=1e-6)

@@ -9,7 +9,7 @@ import pytest
 
 import converters
 from evals import perplexity, tasks
-from jaxprune import cli, pruning, runs
+from jaxprune import cli, pruning, runs, store
 from jaxprune import masks as masks_lib
 from tests.evals.conftest import make_tiny_with_tokenizer
 
@@ -54,7 +54,7 @@ def test_masks_of_a_run_are_applied(setup, tmp_path):
   config = tasks.EvalConfig(model=str(folder), tasks=(f"ppl:{root / 'eval.txt'}",), masks=str(root / "run"),
                             seqlen=32, max_windows=5)
   report = tasks.evaluate(config)
-  masks, _, _ = runs.load_run(root / "run")
+  masks, _, _ = store.load_run(root / "run")
   windows, _ = perplexity.windows_for(str(root / "eval.txt"), loaded.tokenizer, 32, 5)
   expected = perplexity.perplexity(masks_lib.apply(loaded.model, masks), windows)["ppl"]
   dense = perplexity.perplexity(loaded.model, windows)["ppl"]

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from jaxprune import cli, resume
+from jaxprune import cli, store
 from tests.faults.conftest import needs_mount, one_line_error, small_fs, snapshot
 
 
@@ -41,13 +41,13 @@ def test_run_json_records_the_parameter_dtype(model, tokens, run_dir, tmp_path):
 
 def _interrupt_after_first_block(monkeypatch, raise_it):
   """Make the prune stop (by ``raise_it``) right after block 1's state is saved."""
-  original = resume.BlockCheckpointer.save
+  original = store.BlockCheckpointer.save
 
   def save(self, step, *args, **kwargs):
     original(self, step, *args, **kwargs)
     raise_it()
 
-  monkeypatch.setattr(resume.BlockCheckpointer, "save", save)
+  monkeypatch.setattr(store.BlockCheckpointer, "save", save)
 
 
 SIGNALS = {"SIGINT": (signal.SIGINT, 130), "SIGTERM": (signal.SIGTERM, 143)}

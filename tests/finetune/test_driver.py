@@ -6,7 +6,7 @@ import chex
 import numpy as np
 import pytest
 
-from jaxprune import blocks, runs
+from jaxprune import blocks, store
 from jaxprune.errors import JaxpruneError
 from jaxprune.finetune import TrainConfig, train
 from jaxprune.finetune.checkpoints import StepCheckpointer
@@ -21,7 +21,7 @@ class Killed(Exception):
 @pytest.fixture(scope="module")
 def setup(tiny, base_run):
   _, loaded = tiny
-  masks, _, new_weights = runs.load_run(base_run)
+  masks, _, new_weights = store.load_run(base_run)
   tokens = np.random.default_rng(3).integers(2, 97, (CONFIG.steps * CONFIG.batch, CONFIG.seqlen))
   return blocks.apply_pruning(loaded.model, masks, new_weights), masks, tokens
 

@@ -8,7 +8,7 @@ import chex
 import numpy as np
 import pytest
 
-from jaxprune import calibration, cli, runs
+from jaxprune import calibration, cli, runs, store
 from jaxprune.finetune import FinetuneConfig, TrainConfig, finetune_run, training_tokens
 from tests.faults.conftest import one_line_error
 from tests.evals.conftest import make_tiny_with_tokenizer
@@ -44,8 +44,8 @@ def test_the_run_records_base_data_steps_and_loss_curve(tuned, base_run, tiny, c
 
 
 def test_fine_tuned_weights_keep_the_masks_and_differ_from_the_base(tuned, base_run):
-  masks, _, new = runs.load_run(tuned)
-  base_masks, _, _ = runs.load_run(base_run)
+  masks, _, new = store.load_run(tuned)
+  base_masks, _, _ = store.load_run(base_run)
   chex.assert_trees_all_equal(masks, base_masks)
   assert sorted(new) == sorted(masks)
   for name, w in new.items():
@@ -67,7 +67,7 @@ def test_export_of_the_fine_tuned_run_loads_in_transformers_with_our_logits(tune
   with torch.no_grad():
     theirs = hf(torch.as_tensor(tokens)).logits.numpy()
   np.testing.assert_allclose(logits, theirs, atol=2e-4, rtol=1e-4)
-  _, _, new = runs.load_run(tuned)
+  _, _, new = store.load_run(tuned)
   state = hf.state_dict()
   for name, w in new.items():
     np.testing.assert_array_equal(state[name].numpy(), w, err_msg=name)
@@ -111,7 +111,7 @@ def test_rerun_after_a_kill_resumes_and_matches(tiny, corpus, base_run, tuned, t
   assert not (tmp_path / "k").exists() and (tmp_path / ".k.jaxprune-partial" / "state").is_dir()
   resumed = finetune_run(config, loaded=loaded)
   assert resumed.resumed_from == 2
-  chex.assert_trees_all_equal(runs.load_run(tmp_path / "k")[2], runs.load_run(tuned)[2])
+  chex.assert_trees_all_equal(store.load_run(tmp_path / "k")[2], store.load_run(tuned)[2])
 
 
 @pytest.mark.parametrize("flags, patterns", [
@@ -167,7 +167,7 @@ def test_lora_run_merges_a_masked_update(tiny, corpus, base_run, tmp_path):
                    *FLAGS, "--lora", "2", "--out", str(out)]) == 0
   record = json.loads((out / "run.json").read_text())["finetune"]
   assert record["mode"] == "lora rank 2" and record["train"]["lora"] == 2
-  masks, _, new = runs.load_run(out)
+  masks, _, new = store.load_run(out)
   dense = {n: np.asarray(weights.hf_matrix(l)) for n, l in weights.prunable_linears(loaded.model).items()}
   for name, w in new.items():
     delta = w - np.where(masks[name], dense[name], 0)

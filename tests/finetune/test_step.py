@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from jaxprune import masks as masks_lib
-from jaxprune import runs
+from jaxprune import store
 from jaxprune.finetune import step as step_lib
 
 
 @pytest.fixture(scope="module")
 def pruned(tiny, base_run):
   _, loaded = tiny
-  masks, _, _ = runs.load_run(base_run)
+  masks, _, _ = store.load_run(base_run)
   return masks_lib.apply(loaded.model, masks), {k: jnp.asarray(v) for k, v in masks.items()}
 
 

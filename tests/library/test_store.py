@@ -10,7 +10,7 @@ from safetensors.numpy import load_file
 
 from jaxprune import cli
 from jaxprune import masks as masks_lib
-from jaxprune import runs as runs_lib
+from jaxprune import store as run_store
 from jaxprune.errors import JaxpruneError
 from jaxprune.library import store, submodels
 from tests.evals.conftest import make_tiny_with_tokenizer
@@ -28,7 +28,7 @@ def test_build_stores_the_base_once_and_each_mask_packed(tiny_library, tiny_runs
   assert lib.manifest["base"]["hash"] == loaded.content_hash
   for name in lib.names:
     packed, shapes, kept = store.read_submodel(lib, name)
-    want, record, _ = runs_lib.load_run(runs[name])
+    want, record, _ = run_store.load_run(runs[name])
     assert kept == {}
     for key, mask in want.items():
       np.testing.assert_array_equal(masks_lib.unpack(packed[key], shapes[key][1]), mask)
@@ -48,7 +48,7 @@ def test_library_export_equals_jaxprune_export(tiny_runs, tiny_library, tmp_path
   if name == "java-sgpt":  # SparseGPT's updated weights are stored as kept values only
     path = store.build(store.LibraryConfig(path=tmp_path / "sg", model=str(folder), runs=((name, runs[name]),))).path
     _, _, kept = store.read_submodel(store.open_library(path), name)
-    masks, _, new_weights = runs_lib.load_run(runs[name])
+    masks, _, new_weights = run_store.load_run(runs[name])
     assert set(kept) == set(new_weights)
     assert all(kept[k].size == masks[k].sum() for k in kept)
   assert cli.main(["export", "--model", str(folder), "--masks", runs[name], "--out", str(tmp_path / "ref")]) == 0
@@ -87,7 +87,7 @@ def test_add_and_remove_rewrite_the_library_atomically(tiny_runs, tmp_path, monk
   def crash(*args, **kwargs):
     raise OSError(28, "No space left on device")
 
-  monkeypatch.setattr(store.runs, "write_json_atomic", crash)  # a failure while writing the manifest
+  monkeypatch.setattr(store.run_store, "write_json_atomic", crash)  # a failure while writing the manifest
   with pytest.raises(OSError):
     store.remove(path, ("java",))
   monkeypatch.undo()
