@@ -151,7 +151,7 @@ def sparsity_by_type(report: Mapping[str, float]) -> list[tuple[str, int, float,
 
 def calibration_language(record: Mapping[str, Any]) -> str | None:
   """The named calibration domain of a run (python, java, ...), None for files, tokens or none."""
-  from jaxprune import corpora
+  from jaxprune.calibration import corpora
 
   source = (record.get("calibration") or {}).get("source")
   return source if source in corpora.DOMAINS else None

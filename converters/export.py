@@ -21,7 +21,7 @@ import numpy as np
 from penzai import pz
 
 from converters import families
-from jaxprune import masks as masks_lib
+from jaxprune.pruning import masks as masks_lib
 from jaxprune.errors import JaxpruneError
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from penzai.models.transformer.variants import llamalike_common as llc
 
 from converters import names
 from jaxprune.errors import JaxpruneError
-from jaxprune.spec import LinearSpec, ModelSpec
+from jaxprune.model.spec import LinearSpec, ModelSpec
 
 SUPPORTED = ("llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text")
 _ALIASES = {"gemma3": "gemma3_text"}

@@ -23,7 +23,7 @@ from penzai import pz
 from converters import builtin, families
 from converters.sources import SafetensorsSource, TensorSource
 from jaxprune.errors import JaxpruneError
-from jaxprune.spec import ModelSpec
+from jaxprune.model.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 

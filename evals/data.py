@@ -39,7 +39,7 @@ def locate(task: str, given: str | None, layout: str, local: Sequence[str] = ())
   for suffix in SUFFIXES:
     if (candidate := data_root() / f"{task}{suffix}").exists():
       return candidate
-  from jaxprune import corpora
+  from jaxprune.calibration import corpora
 
   for name in local:
     if (candidate := corpora.cache_root() / "local" / name).exists():

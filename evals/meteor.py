@@ -133,7 +133,7 @@ def pairs_from_rows(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
 def gettext_pairs(limit: int) -> list[tuple[str, str]]:
   """Held-out (English, French) pairs of the ``translation`` domain: sentences of 4+ words, no placeholders."""
   from jaxprune import calibration
-  from jaxprune.documents import read_text, split
+  from jaxprune.calibration.documents import read_text, split
 
   corpus = calibration.resolve("translation")
   _, held = split(corpus)

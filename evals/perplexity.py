@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from evals import scoring
-from jaxprune import calibration, corpora
-from jaxprune.documents import read_text
+from jaxprune import calibration
+from jaxprune.calibration import corpora
+from jaxprune.calibration.documents import read_text
 from jaxprune.errors import JaxpruneError
 
 log = logging.getLogger(__name__)

@@ -15,14 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 from penzai import pz
 
-from jaxprune import attention
+from jaxprune.model import attention
 
 
 def split(model, attention_chunk: int = 128) -> tuple:
   """(structure, frozen parameters) of a penzai model: the arguments of `next_token_logprobs`.
 
   Scored rows start at position 0 and rise by one per token (right padding
-  only), so causal attention may run in query chunks (`jaxprune.attention`,
+  only), so causal attention may run in query chunks (`jaxprune.model.attention`,
   ``attention_chunk`` queries each; 0 keeps penzai's): the same numbers to
   float32 rounding, with about half the attention work.
   """

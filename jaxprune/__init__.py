@@ -5,13 +5,14 @@ Example:
   >>> loaded = converters.load_model("smollm2-135m")
   >>> tokens = jaxprune.calibration.sample("python", loaded.tokenizer, 32, 256, seed=0)
   >>> result = jaxprune.prune(loaded, tokens, sparsity=0.5)
-  >>> sub_model = jaxprune.masks.apply(loaded.model, result.masks)
+  >>> sub_model = jaxprune.pruning.masks.apply(loaded.model, result.masks)
 """
 
-from jaxprune import calibration, masks
+from jaxprune import calibration
+from jaxprune.pruning import masks
 from jaxprune.errors import JaxpruneError
 from jaxprune.pruning import PruneConfig, PruneResult, prune
-from jaxprune.spec import LinearSpec, ModelSpec
+from jaxprune.model.spec import LinearSpec, ModelSpec
 
 __version__ = "0.1.0"
 

@@ -56,7 +56,7 @@ def versions() -> dict[str, str]:
 
 def parameter_dtype(model) -> str:
   """The dtype the model's parameters are stored in (e.g. "float32", "bfloat16")."""
-  from jaxprune import blocks
+  from jaxprune.pruning import blocks
 
   return blocks.parameter_dtype(model)
 

@@ -30,7 +30,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxprune import failures
 from jaxprune.errors import JaxpruneError
-from jaxprune.masks import pack, unpack
+from jaxprune.pruning.masks import pack, unpack
 
 log = logging.getLogger(__name__)
 

@@ -184,7 +184,7 @@ def prune_cached(exp: Experiment, name: str, domain: str | None, seed: int, **op
 
 def _arrays_present(run_dir: Path, config) -> bool:
   """Whether a finished run's Orbax arrays are here (masks; a weight-updating method's weights too)."""
-  from jaxprune import methods
+  from jaxprune.pruning import methods
 
   needed = ["masks"] + (["weights"] if methods.get(config.method).updates_weights else [])
   return all((run_dir / name).is_dir() for name in needed)
@@ -312,7 +312,8 @@ def mask_distances(exp: Experiment, runs_by_domain: dict[str, list[Path]]) -> di
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  from jaxprune import compare, compare_report
+  from jaxprune import compare
+  from jaxprune.compare import report as compare_report
 
   paths = [p for runs in runs_by_domain.values() for p in runs]
   runs, packed = compare.load_runs(paths)

@@ -75,7 +75,7 @@ def _worker_ours(args) -> dict:
   import jax
 
   import converters
-  from jaxprune import masks as masks_lib
+  from jaxprune.pruning import masks as masks_lib
   from jaxprune.finetune import TrainConfig, train
 
   loaded = converters.load_model(args.model)

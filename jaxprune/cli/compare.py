@@ -14,7 +14,7 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-  from jaxprune import compare_report
+  from jaxprune.compare import report as compare_report
 
   out = compare_report.write_report(compare_report.CompareConfig(
       runs=tuple(args.runs), out=args.out, matrix=args.matrix,

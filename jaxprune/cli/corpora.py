@@ -19,7 +19,8 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-  from jaxprune import calibration, corpora
+  from jaxprune import calibration
+  from jaxprune.calibration import corpora
 
   if args.action == "fetch":
     corpora.fetch(args.domains, cache_dir=args.cache_dir, report=lambda line: print(line, flush=True))

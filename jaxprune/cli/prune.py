@@ -9,7 +9,7 @@ from jaxprune.cli.common import DEFAULT_MODEL, add_distributed, distributed_conf
 
 
 def add(sub) -> None:
-  from jaxprune import methods
+  from jaxprune.pruning import methods
   from jaxprune.pruning import PruneConfig
 
   d = PruneConfig()  # the flags' defaults are the config's
@@ -118,7 +118,8 @@ def _default_params() -> str:
 
 def run(args) -> int:
   import converters
-  from jaxprune import methods, pruning, runs
+  from jaxprune import pruning, runs
+  from jaxprune.pruning import methods
 
   config = pruning.PruneConfig(
       sparsity=args.sparsity, pattern=args.pattern, method=args.method, sequential=args.sequential,

@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxprune import attention, pruning
+from jaxprune import pruning
+from jaxprune.model import attention
 from jaxprune.errors import JaxpruneError
 from jaxprune.finetune import step as step_lib
 

@@ -28,7 +28,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxprune import blocks, calibration, failures, outputs, runs, store
+from jaxprune import calibration, failures, outputs, runs, store
+from jaxprune.pruning import blocks
 from jaxprune.errors import JaxpruneError
 from jaxprune.finetune.checkpoints import StepCheckpointer
 from jaxprune.finetune.driver import TrainConfig, TrainResult, train

@@ -33,7 +33,7 @@ import optax
 from penzai import pz
 from penzai.models.transformer import model_parts
 
-from jaxprune import weights
+from jaxprune.model import weights
 
 
 @dataclasses.dataclass(frozen=True)

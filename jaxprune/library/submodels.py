@@ -3,7 +3,7 @@
 Pure functions between a run's (masks, SparseGPT weights) and the library's
 arrays, and the one function that derives a sub-model from the base model.
 
-* ``mask``: per linear, the 1-bit packed keep-mask (`jaxprune.masks.pack`).
+* ``mask``: per linear, the 1-bit packed keep-mask (`jaxprune.pruning.masks.pack`).
 * ``kept``: per linear SparseGPT changed, only the kept weights' values, in
   row-major order of the mask's True entries (pruned weights are zero anyway).
 """
@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import masks as masks_lib
-from jaxprune import weights
+from jaxprune.pruning import masks as masks_lib
+from jaxprune.model import weights
 from jaxprune.errors import JaxpruneError
 
 
@@ -71,7 +71,7 @@ def check_fits(model, shapes: Mapping[str, list[int]]) -> None:
 def _keep(matrix: jax.Array, packed: jax.Array) -> jax.Array:
   """``matrix`` [out, in] with the weights whose bit in ``packed`` [out, ceil(in/8)] is 0 set to zero.
 
-  Unpacks on the device, in the little bit order of `jaxprune.masks.pack`: the
+  Unpacks on the device, in the little bit order of `jaxprune.pruning.masks.pack`: the
   host never holds the bool mask.
   """
   bits = (packed[:, :, None] >> jnp.arange(8, dtype=jnp.uint8)) & 1

@@ -10,7 +10,8 @@ import pytest
 from penzai import pz
 
 import converters
-from jaxprune import attention, pruning
+from jaxprune import pruning
+from jaxprune.model import attention
 from jaxprune.errors import JaxpruneError
 from tests.helpers import FAMILY_CASES, make_tiny_hf
 

@@ -14,8 +14,9 @@ import random
 import numpy as np
 import pytest
 
-from jaxprune import calibration, documents
-from jaxprune.documents import is_held_out
+from jaxprune import calibration
+from jaxprune.calibration import documents, windows
+from jaxprune.calibration.documents import is_held_out
 from jaxprune.errors import JaxpruneError
 
 
@@ -166,8 +167,8 @@ def test_draws_alternate_evenly_between_projects(tok):
   small = documents.Group("small", tuple(f"s{i:02d}" for i in range(20)), read=lambda k: f"<{k}>" * 40)
   corpus = documents.Corpus("two", (big, small))
   keys = [list(big.keys), list(small.keys)]
-  side = calibration._Side(corpus, positional=False, held_out=False)
-  encode, eos = calibration._encoder(tok)
+  side = windows._Side(corpus, positional=False, held_out=False)
+  encode, eos = windows._encoder(tok)
   rows = calibration.draw(keys, side, encode, eos, 20, 16, np.random.default_rng(0), "two")
   from_small = sum("<s" in text(tok, r) for r in rows)
   assert 6 <= from_small <= 14, "a project is chosen uniformly, whatever its number of files"

@@ -11,7 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxprune import cli, compare, compare_report, masks, store
+from jaxprune import cli, compare, store
+from jaxprune.compare import report as compare_report
+from jaxprune.pruning import masks
 from jaxprune.errors import JaxpruneError
 from tests import chromium
 

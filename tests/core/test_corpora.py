@@ -1,4 +1,4 @@
-"""jaxprune.corpora and .fetching: atomic idempotent fetches, named domains on real text, cleaning, the CLI.
+"""jaxprune.calibration.corpora and .fetching: atomic idempotent fetches, named domains on real text, cleaning, the CLI.
 
 The named-domain tests read the real corpora: run
 ``jaxprune corpora fetch python java cpp javascript english`` first (CI does).
@@ -15,8 +15,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from jaxprune import calibration, cli, corpora, documents, fetching
-from jaxprune.documents import strip_licence_header
+from jaxprune import calibration, cli
+from jaxprune.calibration import corpora, documents, fetching
+from jaxprune.calibration.documents import strip_licence_header
 from jaxprune.errors import JaxpruneError
 
 # --------------------------------------------------------------------------- #

@@ -11,7 +11,8 @@ import pytest
 from penzai import pz
 
 import converters
-from jaxprune import pruning, runs, sharding
+from jaxprune import pruning, runs
+from jaxprune.pruning import sharding
 
 pytest.importorskip("torch")
 

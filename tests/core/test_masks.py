@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxprune import masks, store
+from jaxprune import store
+from jaxprune.pruning import masks
 from jaxprune.errors import JaxpruneError
 
 

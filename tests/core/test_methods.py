@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxprune import allocation, pruning
+from jaxprune import pruning
+from jaxprune.pruning import allocation
 from jaxprune.errors import JaxpruneError
 
 torch = pytest.importorskip("torch")

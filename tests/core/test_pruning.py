@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import converters
-from jaxprune import masks as masks_lib
+from jaxprune.pruning import masks as masks_lib
 from jaxprune import pruning
+from jaxprune.pruning import driver
 from jaxprune.errors import JaxpruneError
 from tests.helpers import make_tiny_hf
 
@@ -100,7 +101,7 @@ def test_sequential_differs_from_one_pass(tiny, tokens):
 
 
 def _compiled() -> tuple[int, ...]:
-  return tuple(f._cache_size() for f in (pruning._block_statistics, pruning._block_forward, pruning._choose_masks))
+  return tuple(f._cache_size() for f in (driver._block_statistics, driver._block_forward, driver._choose_masks))
 
 
 def test_second_call_does_not_recompile(tiny, tokens):
@@ -181,7 +182,7 @@ def test_bad_calibration(tiny, case):
 
 
 def test_apply_zeroes_exactly_the_pruned_weights(tiny, tokens):
-  from jaxprune import weights
+  from jaxprune.model import weights
 
   result = pruning.prune(tiny[1], tokens)
   pruned = masks_lib.apply(tiny[1].model, result.masks)

@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxprune import methods, pruning, weights
+from jaxprune import pruning
+from jaxprune.model import weights
+from jaxprune.pruning import methods
 from jaxprune.errors import JaxpruneError
 
 

@@ -10,7 +10,7 @@ import pytest
 from penzai import pz
 
 from jaxprune import cli, pruning, runs, store
-from jaxprune import masks as masks_lib
+from jaxprune.pruning import masks as masks_lib
 from jaxprune.errors import JaxpruneError
 from tests.helpers import make_tiny_hf
 

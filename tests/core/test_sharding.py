@@ -8,7 +8,9 @@ import pytest
 from penzai import pz
 
 import converters
-from jaxprune import cli, pruning, runs, sharding
+from jaxprune import cli, pruning, runs
+from jaxprune.model import weights
+from jaxprune.pruning import sharding
 from jaxprune.errors import JaxpruneError
 from tests.helpers import make_tiny_hf
 
@@ -88,7 +90,7 @@ def test_model_axis_splits_each_blocks_weights(family_models):
   mesh = sharding.MeshConfig(data=2, model=4).build()
   block = pruning.split_blocks(loaded.model)[1][0]
   placed = sharding.place(block, mesh, jax.device_put)
-  linears = {n.rsplit(".", 2)[-2]: l for n, l in pruning.weights.prunable_linears(placed).items()}
+  linears = {n.rsplit(".", 2)[-2]: l for n, l in weights.prunable_linears(placed).items()}
   for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
     data = linears[name].weights.value.data_array
     assert "model" in data.sharding.spec, name

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import treescope.lowering
 
-from jaxprune import viz
+from jaxprune.compare import viz
 from jaxprune.errors import JaxpruneError
 from tests import chromium
 

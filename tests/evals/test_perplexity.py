@@ -10,7 +10,7 @@ import pytest
 
 import converters
 from evals import perplexity, scoring
-from jaxprune import masks as masks_lib
+from jaxprune.pruning import masks as masks_lib
 from jaxprune.errors import JaxpruneError
 from tests.helpers import FAMILY_CASES, make_tiny_hf
 

@@ -10,7 +10,7 @@ import pytest
 import converters
 from evals import perplexity, tasks
 from jaxprune import cli, pruning, runs, store
-from jaxprune import masks as masks_lib
+from jaxprune.pruning import masks as masks_lib
 from tests.evals.conftest import make_tiny_with_tokenizer
 
 TEXT = "def add(a, b):\n    return a + b\n\nclass Point:\n    x: int = 0\n" * 12
@@ -172,7 +172,7 @@ def test_failure_lines_name_the_problems_of_each_status():
 def test_missing_data_fails_before_the_model_loads(tmp_path, monkeypatch, capsys, task):
   monkeypatch.setenv("JAXPRUNE_DATA", str(tmp_path))
   monkeypatch.setenv("JAXPRUNE_CACHE", str(tmp_path))
-  monkeypatch.setattr("jaxprune.corpora.cache_root", lambda *_: tmp_path)
+  monkeypatch.setattr("jaxprune.calibration.corpora.cache_root", lambda *_: tmp_path)
   assert run_cli("--model", "/no/such/model", "--tasks", f"ppl:python,{task}") == 2
   assert f"pass --data {task}=FILE" in one_line_error(capsys)
 

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from evals import data, multiple_choice
-from jaxprune import calibration, cli, corpora
+from jaxprune import calibration, cli
+from jaxprune.calibration import corpora
 from jaxprune.errors import JaxpruneError
 from tests.faults.conftest import one_line_error
 

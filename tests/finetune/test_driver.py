@@ -6,7 +6,8 @@ import chex
 import numpy as np
 import pytest
 
-from jaxprune import blocks, store
+from jaxprune import store
+from jaxprune.pruning import blocks
 from jaxprune.errors import JaxpruneError
 from jaxprune.finetune import TrainConfig, train
 from jaxprune.finetune.checkpoints import StepCheckpointer

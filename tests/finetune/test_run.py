@@ -159,7 +159,7 @@ def test_damaged_weights_of_a_fine_tuned_run_are_one_line(tuned, tiny, tmp_path,
 
 
 def test_lora_run_merges_a_masked_update(tiny, corpus, base_run, tmp_path):
-  from jaxprune import weights
+  from jaxprune.model import weights
 
   folder, loaded = tiny
   out = tmp_path / "lora"

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxprune import masks as masks_lib
+from jaxprune.pruning import masks as masks_lib
 from jaxprune import store
 from jaxprune.finetune import step as step_lib
 

@@ -9,7 +9,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from jaxprune import cli
-from jaxprune import masks as masks_lib
+from jaxprune.pruning import masks as masks_lib
 from jaxprune import store as run_store
 from jaxprune.errors import JaxpruneError
 from jaxprune.library import store, submodels

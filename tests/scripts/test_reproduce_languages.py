@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from jaxprune import calibration, corpora
+from jaxprune import calibration
+from jaxprune.calibration import corpora
 from tests.evals.conftest import make_tiny_with_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))

@@ -1,6 +1,6 @@
 """Importance scores: one pure function per pruning method.
 
-Each method's entry in `jaxprune.methods` names its score here; the block loop,
+Each method's entry in `jaxprune.pruning.methods` names its score here; the block loop,
 sharding, masks and storage are shared. Each function takes the HF weight
 matrix W [out, in] and the finalized input statistics of that linear.
 

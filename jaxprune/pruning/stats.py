@@ -108,7 +108,7 @@ class InputProbe(pz.nn.Layer):
 
 def insert_probes(block: pz.nn.Layer, names: set[str], with_gram: bool) -> pz.nn.Layer:
   """Put an `InputProbe` in front of every linear whose weight label is in ``names``."""
-  from jaxprune import weights
+  from jaxprune.model import weights
 
   def add_probe(linear: pz.nn.Linear) -> pz.nn.Layer:
     label = getattr(linear.weights, "label", None)

@@ -3,7 +3,7 @@
 Code comes from several ordinary projects per language (a single peculiar
 corpus, such as libstdc++'s own headers, calibrates badly), prose from Debian
 documentation packages. What is not on the machine is fetched into the cache
-by ``jaxprune corpora fetch`` (see `jaxprune.fetching`); a domain that is not
+by ``jaxprune corpora fetch`` (see `jaxprune.calibration.fetching`); a domain that is not
 fetched yet raises `NotReady` with the command that fetches it.
 """
 
@@ -24,10 +24,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxprune import hfdata
-from jaxprune.documents import Corpus, Group, code_cleaner, list_tree, tree_group, zip_group
+from jaxprune.calibration import hfdata
+from jaxprune.calibration.documents import Corpus, Group, code_cleaner, list_tree, tree_group, zip_group
 from jaxprune.errors import JaxpruneError
-from jaxprune.fetching import NPM_BEFORE, Deb, Npm, cache_root, fetch_item, fetched
+from jaxprune.calibration.fetching import NPM_BEFORE, Deb, Npm, cache_root, fetch_item, fetched
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ import treescope
 import treescope.lowering
 from treescope import figures
 
-from jaxprune import compare
-from jaxprune import masks as masks_lib
+from jaxprune.compare import distances as compare
+from jaxprune.pruning import masks as masks_lib
 from jaxprune.errors import JaxpruneError
 
 # White -> dark blue for kept fraction; white -> red for "differ" fraction.

@@ -16,10 +16,11 @@ import numpy as np
 from penzai import pz
 from penzai.models.transformer import model_parts
 
-from jaxprune import masks as masks_lib
-from jaxprune import stats, weights
+from jaxprune.pruning import masks as masks_lib
+from jaxprune.model import weights
+from jaxprune.pruning import stats
 from jaxprune.errors import JaxpruneError
-from jaxprune.spec import block_relative
+from jaxprune.model.spec import block_relative
 
 # --------------------------------------------------------------------------- #
 

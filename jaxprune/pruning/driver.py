@@ -12,11 +12,11 @@ For every decoder block:
 Calibration activations are sharded over a ``data`` mesh axis spanning all
 devices (across hosts too, under `jax.distributed`); statistics are summed
 across it by XLA. Each block's weights are placed on the mesh only while it is
-pruned (split over a ``model`` axis if the mesh has one, `jaxprune.sharding`),
+pruned (split over a ``model`` axis if the mesh has one, `jaxprune.pruning.sharding`),
 from host memory when the model was loaded with ``params="host"``: the block
 being pruned and the next one's transfer are all that is on the devices.
 This module is the only place in the pruning engine that calls `jax.jit` or
-builds a mesh; what differs between methods comes from `jaxprune.methods`.
+builds a mesh; what differs between methods comes from `jaxprune.pruning.methods`.
 """
 
 from __future__ import annotations
@@ -34,18 +34,19 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from penzai import pz
 
-from jaxprune import activations, attention, sharding
-from jaxprune import masks as masks_lib
-from jaxprune import blocks as block_ops
-from jaxprune import methods, stats, weights
-from jaxprune.activations import CPU_SCORE_BYTES, auto_microbatch  # noqa: F401  (public)
-from jaxprune.blocks import apply_result, split_blocks
+from jaxprune.model import attention
+from jaxprune.pruning import activations, sharding
+from jaxprune.pruning import masks as masks_lib
+from jaxprune.pruning import blocks as block_ops
+from jaxprune.model import weights
+from jaxprune.pruning import methods, stats
+from jaxprune.pruning.blocks import apply_result, split_blocks
 
-from jaxprune.sharding import MeshConfig, data_mesh
+from jaxprune.pruning.sharding import MeshConfig, data_mesh
 
 __all__ = ["MeshConfig", "PruneConfig", "PruneResult", "apply_result", "data_mesh", "prune", "split_blocks"]
 from jaxprune.errors import JaxpruneError
-from jaxprune.spec import block_relative
+from jaxprune.model.spec import block_relative
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class PruneConfig:
   Attributes:
     sparsity: fraction pruned (unstructured); ignored for N:M.
     pattern: ``unstructured`` or ``N:M``.
-    method: a `jaxprune.methods` name: ``wanda``, ``magnitude``, ``ria``, ``sparsegpt``.
+    method: a `jaxprune.pruning.methods` name: ``wanda``, ``magnitude``, ``ria``, ``sparsegpt``.
     sequential: take each block's statistics from the outputs of the already
       pruned blocks (as the official Wanda) instead of the dense model.
     microbatch: calibration sequences per jit call (rounded up to a multiple of
@@ -65,7 +66,7 @@ class PruneConfig:
       CPUs as many per device as keep a step's attention scores within
       `CPU_SCORE_BYTES` (see `auto_microbatch`).
     attention_chunk: queries per chunk of the calibration passes' causal
-      attention (`jaxprune.attention`: each chunk meets only the keys it can
+      attention (`jaxprune.model.attention`: each chunk meets only the keys it can
       see); 0 runs penzai's attention unchanged. Like ``microbatch`` it changes
       the order of float32 sums, not what is computed.
     per_row: magnitude only: one threshold per row instead of per matrix.
@@ -236,7 +237,7 @@ def block_patterns(base: masks_lib.Pattern, per_block: tuple[float, ...] | None,
 
 def owl_allocation(lm, tokens, config: PruneConfig, mesh: Mesh, microbatch: int | None) -> tuple[float, ...]:
   """OWL's per-block sparsities from one dense pass of Wanda statistics."""
-  from jaxprune import allocation
+  from jaxprune.pruning import allocation
 
   dense_config = dataclasses.replace(config, allocation="uniform", sequential=False, method="wanda")
   prefix, blocks, _ = split_blocks(lm)

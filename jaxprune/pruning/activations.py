@@ -16,8 +16,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from penzai import pz
 
-from jaxprune import blocks as block_ops
-from jaxprune import weights
+from jaxprune.pruning import blocks as block_ops
+from jaxprune.model import weights
 from jaxprune.errors import JaxpruneError
 
 _embed = jax.jit(block_ops.embed)

@@ -143,7 +143,7 @@ def place_values(values, mesh: Mesh, put) -> list:
   """Frozen variable values on ``mesh``: parameters split over ``model`` by
   `partition_spec`, anything else (statistics) replicated.
 
-  ``put(array, sharding)`` transfers (`jaxprune.activations.put`); arrays
+  ``put(array, sharding)`` transfers (`jaxprune.pruning.activations.put`); arrays
   already placed so stay as they are (no copy).
   """
   model = model_size(mesh)

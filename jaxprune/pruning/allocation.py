@@ -19,9 +19,9 @@ from collections.abc import Mapping, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import scores
+from jaxprune.pruning import scores
 from jaxprune.errors import JaxpruneError
-from jaxprune.spec import block_of
+from jaxprune.model.spec import block_of
 
 
 def outlier_ratio(block_scores: Sequence[jnp.ndarray], m: float) -> float:

@@ -3,7 +3,7 @@
 The driver (`jaxprune.pruning`) asks a `Method` everything that differs between
 methods (the statistics to collect, how a linear's keep-mask is chosen, whether
 kept weights change) and never names a method. Adding a method is a score
-function in `jaxprune.scores` and one `register` call here:
+function in `jaxprune.pruning.scores` and one `register` call here:
 
   >>> register(Method("my-score", score=lambda w, sq_norm, config: ...,
   ...                 doc="my importance score"))
@@ -20,8 +20,8 @@ from typing import Any
 
 import jax
 
-from jaxprune import scores, sparsegpt
-from jaxprune import masks as masks_lib
+from jaxprune.pruning import scores, sparsegpt
+from jaxprune.pruning import masks as masks_lib
 from jaxprune.errors import JaxpruneError
 
 # score(w [out, in], sq_norm [in], config) -> importance [out, in]; higher is kept.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxprune.masks import Pattern
+from jaxprune.pruning.masks import Pattern
 
 
 def _block_size(columns: int, preferred: int) -> int:

@@ -180,7 +180,7 @@ def apply(model, masks: Mapping[str, Any]):
   Raises `JaxpruneError` when a mask names a linear the model lacks or has
   another shape (masks from another model).
   """
-  from jaxprune import weights
+  from jaxprune.model import weights
 
   linears = weights.prunable_linears(model, names=set(masks))
   missing = sorted(set(masks) - set(linears))

@@ -8,7 +8,7 @@ whole matrix) are identical, so their distance is defined as 0, not 0/0.
 The counts are computed in JAX on the packed masks (1 bit per weight, as
 `jaxprune.store.save_masks` stores them): ``popcount(a & b)`` and ``popcount(a | b)``,
 jit-compiled, one matrix at a time, so a whole model is never unpacked. Bits
-past the last column of a row must be zero (`jaxprune.masks.pack` writes
+past the last column of a row must be zero (`jaxprune.pruning.masks.pack` writes
 zeros there).
 
 Example:
@@ -32,8 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import masks as masks_lib
-from jaxprune import spec, store
+from jaxprune.pruning import masks as masks_lib
+from jaxprune import store
+from jaxprune.model import spec
 from jaxprune.errors import JaxpruneError
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def _check_packed(name: str, a: Any, b: Any | None = None) -> None:
     if np.ndim(x) != 2 or np.dtype(x.dtype) != np.uint8:
       raise JaxpruneError(
           f"packed mask {name} is {np.dtype(x.dtype)} with shape {np.shape(x)}: pass uint8"
-          " [out, ceil(in/8)] arrays from jaxprune.masks.pack or store.load_packed_masks"
+          " [out, ceil(in/8)] arrays from jaxprune.pruning.masks.pack or store.load_packed_masks"
       )
   if b is not None and np.shape(a) != np.shape(b):
     raise JaxpruneError(

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from jaxprune.documents import Group
+from jaxprune.calibration.documents import Group
 from jaxprune.errors import JaxpruneError
 
 log = logging.getLogger(__name__)

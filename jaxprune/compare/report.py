@@ -25,8 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxprune import compare, compare_html, outputs, spec, viz
-from jaxprune import masks as masks_lib
+from jaxprune import outputs
+from jaxprune.compare import distances as compare
+from jaxprune.compare import html as compare_html, viz
+from jaxprune.model import spec
+from jaxprune.pruning import masks as masks_lib
 from jaxprune.errors import JaxpruneError
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxprune import compare
+from jaxprune.compare import distances as compare
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em 2em; color: #222; max-width: 1500px; }
