@@ -80,7 +80,7 @@ class Origin:
 
 def origin_of(source: str) -> Origin:
   """The `Origin` of a built-in name, an HF folder or a GGUF file."""
-  from converters import builtin
+  from jaxprune.converters import builtin
 
   if builtin.is_builtin(source):
     entry = builtin.BUILTINS[source]
@@ -93,7 +93,7 @@ def origin_of(source: str) -> Origin:
 
 
 def builtin_name(source: str) -> bool:
-  from converters import builtin
+  from jaxprune.converters import builtin
 
   return builtin.is_builtin(source)
 

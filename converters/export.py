@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from penzai import pz
 
-from converters import families
+from jaxprune.converters import families
 from jaxprune.pruning import masks as masks_lib
 from jaxprune.errors import JaxpruneError
 

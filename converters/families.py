@@ -24,7 +24,7 @@ from penzai import pz
 from penzai.models.transformer import model_parts
 from penzai.models.transformer.variants import llamalike_common as llc
 
-from converters import names
+from jaxprune.converters import names
 from jaxprune.errors import JaxpruneError
 from jaxprune.model.spec import LinearSpec, ModelSpec
 

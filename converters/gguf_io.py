@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from converters import names
+from jaxprune.converters import names
 from jaxprune.errors import JaxpruneError
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class GGUFSource:
     self.path = path
     self._reader = reader
     self._config = config
-    from converters import families
+    from jaxprune.converters import families
 
     fam = families.FAMILIES[families.family_name(config)]
     self._gemma = fam.gemma_norms

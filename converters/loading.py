@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from penzai import pz
 
-from converters import builtin, families
-from converters.sources import SafetensorsSource, TensorSource
+from jaxprune.converters import builtin, families
+from jaxprune.converters.sources import SafetensorsSource, TensorSource
 from jaxprune.errors import JaxpruneError
 from jaxprune.model.spec import ModelSpec
 
@@ -241,7 +241,7 @@ def load_model(source: str, *, dtype=None, activation_dtype=jnp.float32, params:
   check_params(params)
   kind, path = _resolve(str(source))
   if kind == "gguf":
-    from converters import gguf_io
+    from jaxprune.converters import gguf_io
 
     config, tensors, tokenizer = gguf_io.open_gguf(path)
     files = [path]

@@ -51,7 +51,7 @@ def run_id(run_dir: str | Path) -> str:
 
 def read_eval(path: str, record: dict[str, Any]) -> dict[str, Any]:
   """The `jaxprune eval` report at ``path``, checked to be of the run ``record``."""
-  from converters import card
+  from jaxprune.converters import card
 
   try:
     report = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
@@ -65,8 +65,8 @@ def read_eval(path: str, record: dict[str, Any]) -> dict[str, Any]:
 
 def export(config: ExportConfig) -> Path:
   """Export the run ``config.masks`` of ``config.model`` with its model card into ``config.out``."""
-  import converters
-  from converters import card
+  from jaxprune import converters
+  from jaxprune.converters import card
   from jaxprune import outputs, runs, store
 
   outputs.claim_dir(config.out, "export", overwrite=config.overwrite,

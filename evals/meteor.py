@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from evals import data
+from jaxprune.evals import data
 from jaxprune.errors import JaxpruneError
 
 BEST_OF = 5
@@ -197,7 +197,7 @@ def preflight(name: str, config) -> None:
 
 def run_task(loaded, name: str, config, progress) -> dict[str, Any]:
   """``meteor-en-fr`` / ``meteor-fr-en``: local WMT14-style data, else held-out gettext pairs."""
-  from evals import generate
+  from jaxprune.evals import generate
 
   wn = wordnet(config.data_path("wordnet"))
   limit = config.limit or 200

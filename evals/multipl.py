@@ -20,8 +20,8 @@ the javatuples jar, so MultiPL-E's Java prompts compile too.
 
 from __future__ import annotations
 
-from evals.multipl_targets import Cpp, Java, JavaScript, Target
-from evals.problems import load_multipl_e, translate, translate_all
+from jaxprune.evals.multipl_targets import Cpp, Java, JavaScript, Target
+from jaxprune.evals.problems import load_multipl_e, translate, translate_all
 from jaxprune.errors import JaxpruneError
 
 LANGUAGES = ("java", "cpp", "js")

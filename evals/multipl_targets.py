@@ -13,10 +13,10 @@ import json
 import logging
 from typing import Any
 
-from evals import problems, sandbox, stdcpp_pch
-from evals import translate as tr
-from evals.codegen import Problem
-from evals.translate import Type, Untranslatable
+from jaxprune.evals import problems, sandbox, stdcpp_pch
+from jaxprune.evals import translate as tr
+from jaxprune.evals.codegen import Problem
+from jaxprune.evals.translate import Type, Untranslatable
 
 log = logging.getLogger(__name__)
 

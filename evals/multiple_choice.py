@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from evals import data, scoring
+from jaxprune.evals import data, scoring
 from jaxprune.errors import JaxpruneError
 
 DELIMITER = " "

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from evals import scoring
+from jaxprune.evals import scoring
 from jaxprune import calibration
 from jaxprune.calibration import corpora
 from jaxprune.calibration.documents import read_text

@@ -14,9 +14,9 @@ import logging
 import os
 from typing import Any
 
-from evals import translate as tr
-from evals.codegen import Problem
-from evals.translate import Untranslatable
+from jaxprune.evals import translate as tr
+from jaxprune.evals.codegen import Problem
+from jaxprune.evals.translate import Untranslatable
 from jaxprune.errors import JaxpruneError
 
 log = logging.getLogger(__name__)

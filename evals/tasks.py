@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from evals.codegen import SamplingConfig
+from jaxprune.evals.codegen import SamplingConfig
 from jaxprune.errors import JaxpruneError
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class EvalConfig:
 
   def generation(self):
     """The `GenerateConfig` of a run; sampling options are set per call by the task."""
-    from evals import generate
+    from jaxprune.evals import generate
 
     return generate.GenerateConfig(batch_size=self.gen_batch_size, chat=self.chat, seed=self.seed,
                                    max_new_tokens=self.max_new_tokens)
@@ -136,15 +136,15 @@ def _lazy(module: str, function: str = "run_task") -> Callable[..., Any]:
   return run
 
 
-register("ppl:", _lazy("evals.perplexity"))
-_code = (_lazy("evals.humaneval"), _lazy("evals.humaneval", "preflight"))
+register("ppl:", _lazy("jaxprune.evals.perplexity"))
+_code = (_lazy("jaxprune.evals.humaneval"), _lazy("jaxprune.evals.humaneval", "preflight"))
 for _name in ("humaneval", "humaneval-java", "humaneval-cpp", "humaneval-js"):
   register(_name, *_code)
 for _name in ("hellaswag", "arc_easy", "arc_challenge", "boolq", "winogrande", "openbookqa", "piqa"):
-  register(_name, _lazy("evals.multiple_choice"), _lazy("evals.multiple_choice", "preflight"))
-register("gsm8k", _lazy("evals.gsm8k"), _lazy("evals.gsm8k", "preflight"))
+  register(_name, _lazy("jaxprune.evals.multiple_choice"), _lazy("jaxprune.evals.multiple_choice", "preflight"))
+register("gsm8k", _lazy("jaxprune.evals.gsm8k"), _lazy("jaxprune.evals.gsm8k", "preflight"))
 for _name in ("meteor-en-fr", "meteor-fr-en"):
-  register(_name, _lazy("evals.meteor"), _lazy("evals.meteor", "preflight"))
+  register(_name, _lazy("jaxprune.evals.meteor"), _lazy("jaxprune.evals.meteor", "preflight"))
 
 
 # --------------------------------------------------------------------------- #
@@ -203,7 +203,7 @@ def check(config: EvalConfig) -> None:
     outputs.claim_file(config.out, inputs=(config.model, config.masks, *(p for _, p in config.data)),
                        is_ours=lambda doc: isinstance(doc, dict) and {"tasks", "config", "versions"} <= set(doc))
   if config.dtype is not None:
-    from converters.loading import parameter_dtype
+    from jaxprune.converters.loading import parameter_dtype
 
     parameter_dtype(config.dtype)
   for name in config.tasks:
@@ -213,7 +213,7 @@ def check(config: EvalConfig) -> None:
 
 def evaluate(config: EvalConfig, progress: Progress = _no_progress) -> dict[str, Any]:
   """Load the model, apply the masks, run the tasks, write ``config.out``: the ``jaxprune eval`` call."""
-  import converters
+  from jaxprune import converters
   from jaxprune import runs, store
 
   check(config)

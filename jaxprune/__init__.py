@@ -1,10 +1,11 @@
 """jaxprune: domain- and language-specific sub-models of HF LLMs by Wanda pruning.
 
 Example:
-  >>> import converters, jaxprune
+  >>> import jaxprune
+  >>> from jaxprune import converters
   >>> loaded = converters.load_model("smollm2-135m")
   >>> tokens = jaxprune.calibration.sample("python", loaded.tokenizer, 32, 256, seed=0)
-  >>> result = jaxprune.prune(loaded, tokens, sparsity=0.5)
+  >>> result = jaxprune.prune(loaded, tokens, jaxprune.PruneConfig(sparsity=0.5))
   >>> sub_model = jaxprune.pruning.masks.apply(loaded.model, result.masks)
 """
 

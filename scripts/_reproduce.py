@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.tasks import EvalConfig
+from jaxprune.evals.tasks import EvalConfig
 
 log = logging.getLogger("reproduce")
 
@@ -54,7 +54,7 @@ class Experiment:
   def loaded(self):
     """The model, loaded on first use (a run whose cells are all cached never loads it)."""
     if self._loaded is None:
-      import converters
+      from jaxprune import converters
 
       self._loaded = converters.load_model(self.model)
     return self._loaded
@@ -239,7 +239,7 @@ def evaluate_cached(exp: Experiment, run: Path | Callable[[], Path] | None, name
   so a fresh checkout with every cell committed re-evaluates nothing and prunes nothing.
   ``compute=False``: only the cached tasks (nothing is pruned or evaluated).
   """
-  from evals import tasks as eval_tasks
+  from jaxprune.evals import tasks as eval_tasks
 
   path = exp.out / "evals" / f"{name}.json"
   cached = json.loads(path.read_text()) if path.exists() else {}

@@ -74,7 +74,7 @@ def _timed(step_times: list[float], warmup: int, tokens_per_step: int) -> dict:
 def _worker_ours(args) -> dict:
   import jax
 
-  import converters
+  from jaxprune import converters
   from jaxprune.pruning import masks as masks_lib
   from jaxprune.finetune import TrainConfig, train
 
@@ -98,7 +98,7 @@ def _worker_torch(args) -> dict:
   import torch
   from transformers import AutoModelForCausalLM
 
-  from converters import builtin
+  from jaxprune.converters import builtin
 
   torch.set_num_threads(os.cpu_count() or 1)
   if builtin.is_builtin(args.model):
@@ -186,7 +186,7 @@ def main(argv=None) -> dict:
     return {}
   if args.steps <= args.warmup_steps:
     sys.exit(f"--steps {args.steps} must exceed --warmup-steps {args.warmup_steps}")
-  import converters
+  from jaxprune import converters
   from jaxprune import calibration
 
   loaded = converters.load_model(args.model)

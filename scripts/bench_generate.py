@@ -44,14 +44,14 @@ PRESETS = {
 
 
 def humaneval_prompts(batch: int) -> list[str]:
-  from evals import humaneval
+  from jaxprune.evals import humaneval
 
   problems = humaneval.load_problems()
   return [problems[i % len(problems)].prompt for i in range(batch)]
 
 
 def bench_ours(loaded, prompts: list[str], new_tokens: int) -> tuple[dict, list[list[int]]]:
-  from evals import generate as gen
+  from jaxprune.evals import generate as gen
 
   config = gen.GenerateConfig(max_new_tokens=new_tokens, batch_size=len(prompts), chunk=16)
   ids = gen.encode_prompts(loaded.tokenizer, prompts)
@@ -180,9 +180,9 @@ def main(argv: list[str] | None = None) -> None:
   from transformers import AutoModelForCausalLM, AutoTokenizer
 
   import _roofline
-  import converters
-  from converters import builtin
-  from evals import generate as gen
+  from jaxprune import converters
+  from jaxprune.converters import builtin
+  from jaxprune.evals import generate as gen
 
   loaded = converters.load_model(args.model)
   path = builtin.path_of(args.model) if builtin.is_builtin(args.model) else Path(args.model)

@@ -29,8 +29,8 @@ def _worker(loader: str, source: str, warmup: str | None = None) -> dict:
 
     import transformers  # noqa: F401  (used for config and tokenizer)
 
-    import converters
-    import converters.gguf_io  # noqa: F401
+    from jaxprune import converters
+    import jaxprune.converters.gguf_io  # noqa: F401
   else:
     import torch
     import transformers  # noqa: F401
@@ -82,8 +82,8 @@ def main() -> None:
     print(json.dumps(_worker(args.worker, args.source, args.warmup)))
     return
 
-  import converters
-  from converters import builtin
+  from jaxprune import converters
+  from jaxprune.converters import builtin
 
   gguf = str(builtin.path_of(args.model)) if builtin.is_builtin(args.model) else args.model
   work = Path(tempfile.mkdtemp(prefix="bench_load."))

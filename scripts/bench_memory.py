@@ -67,9 +67,9 @@ def main() -> None:
   import ml_dtypes
   from transformers import LlamaConfig
 
-  import converters
-  from converters import families
-  from converters.loading import bind
+  from jaxprune import converters
+  from jaxprune.converters import families
+  from jaxprune.converters.loading import bind
   from jaxprune import pruning
 
   hidden, mlp, heads, kv, layers, vocab = ALL_SHAPES[args.shape]

@@ -81,7 +81,7 @@ def _worker_ours(model: str, tokens_path: str, out: str, dtype: str, attention_c
 
   jax.config.update("jax_enable_x64", dtype == "float64")
   jax.config.update("jax_default_matmul_precision", "highest")  # no TF32 on GPUs: the reference has none
-  import converters
+  from jaxprune import converters
   from jaxprune import pruning
 
   t0 = time.perf_counter()
@@ -121,7 +121,7 @@ def _worker_reference(model: str, tokens_path: str, out: str, dtype: str) -> dic
   import torch
   from transformers import AutoModelForCausalLM
 
-  from converters import builtin
+  from jaxprune.converters import builtin
   from tests.reference_wanda import prune_wanda
 
   torch.set_num_threads(os.cpu_count() or 1)
@@ -189,7 +189,7 @@ def main() -> None:
 
   if args.quick:
     args.nsamples, args.seqlen = 16, 256
-  import converters
+  from jaxprune import converters
   from jaxprune import calibration
 
   tmp = Path(tempfile.mkdtemp(prefix="bench_prune."))

@@ -39,7 +39,7 @@ TASKS = ("humaneval", "humaneval-java", "humaneval-cpp", "humaneval-js")
 
 def workload(count: int) -> list[str]:
   """``count`` HumanEval prompts, the four languages in turn."""
-  from evals import humaneval
+  from jaxprune.evals import humaneval
 
   per_task = [humaneval.language(t).problems()[0] for t in TASKS]
   return [per_task[i % len(TASKS)][i // len(TASKS)].prompt for i in range(count)]

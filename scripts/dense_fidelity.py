@@ -51,7 +51,7 @@ def _log_progress(description: str, total: int):
 
 def run_cell(args, loaded, prompting: str, task: str) -> dict[str, Any]:
   """One cell's report, from the cache if it was made with the same settings."""
-  from evals import tasks
+  from jaxprune.evals import tasks
   from jaxprune import runs, store
 
   path = Path(args.out) / "dense" / prompting / f"{task}.json"
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
   args.command = "python scripts/dense_fidelity.py " + " ".join(argv if argv is not None else sys.argv[1:])
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-  import converters
+  from jaxprune import converters
 
   start = time.perf_counter()
   cells = {}

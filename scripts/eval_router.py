@@ -55,7 +55,7 @@ def labels_of(lib, overrides: dict[str, str]) -> dict[str, str]:
 
 def prompts_of(task: str, limit: int | None, chat: bool) -> list[tuple[str, str]]:
   """(task id, the text a server routes on) of each problem: the code prompt, or the chat message."""
-  from evals import codegen, humaneval
+  from jaxprune.evals import codegen, humaneval
 
   language = humaneval.language(task)
   problems = humaneval.select(language.problems()[0], humaneval.HumanEvalConfig(limit=limit))
@@ -105,7 +105,7 @@ def system_report(models, name: str, ids: dict[str, list[str]], args, work: Path
                   reuse: Path | None) -> dict[str, dict[str, int]]:
   """{task: {task id: solved}} of one system (a sub-model or dense): from ``reuse``'s reports where they fit,
   else generated now (greedy) and cached under ``work``."""
-  from evals import tasks as tasks_lib
+  from jaxprune.evals import tasks as tasks_lib
   from jaxprune import store
 
   path = work / f"{name}.json"

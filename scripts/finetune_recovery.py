@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from _reproduce import Experiment, _write_json, evaluate_cached, lazy_run  # noqa: E402
-from evals.tasks import EvalConfig  # noqa: E402
+from jaxprune.evals.tasks import EvalConfig  # noqa: E402
 
 log = logging.getLogger("finetune_recovery")
 DOMAINS = ("python", "java", "cpp", "javascript", "english")

@@ -82,7 +82,7 @@ class Plan:
 
 def make_plan(model: str, data: tuple[tuple[str, str], ...] = ()) -> Plan:
   """Check every calibration set and task's data before anything slow runs."""
-  from evals import tasks as eval_tasks
+  from jaxprune.evals import tasks as eval_tasks
   from jaxprune import calibration
   from jaxprune.errors import JaxpruneError
 

@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
   elapsed = time.perf_counter() - start
   payload = {"experiment": exp.record(), "results": results, "distances": distances,
              "elapsed_s": elapsed, "complete": _complete(results, calib, args)}
-  from jaxprune.runs import write_json_atomic
+  from jaxprune.store import write_json_atomic
 
   write_json_atomic(exp.out / "languages.json", payload)
   markdown = _markdown(exp, results, distances, elapsed, payload["complete"])

@@ -6,11 +6,20 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("jaxprune", "converters", "evals")
+PACKAGES = ("jaxprune", "converters", "evals")  # the folders; converters/ and evals/ install under jaxprune.
+
+
+def _installed_as() -> dict[str, str]:
+  """Folder -> the package name it installs as (pyproject's package-dir; other folders keep their name)."""
+  import tomllib
+
+  package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+  return {folder: package_dir.get(folder, folder) for folder in PACKAGES} | {v: k for k, v in package_dir.items()}
 
 
 def _module_name(path: Path) -> str:
-  parts = path.relative_to(ROOT).with_suffix("").parts
+  parts = list(path.relative_to(ROOT).with_suffix("").parts)
+  parts[0] = _installed_as()[parts[0]]
   return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -75,7 +84,7 @@ def test_cycle_finder_finds_a_circle():
 
 def test_no_import_circle():
   graph = import_graph()
-  assert "evals.humaneval" in graph and "evals.problems" in graph["evals.humaneval"]
+  assert "jaxprune.evals.humaneval" in graph and "jaxprune.evals.problems" in graph["jaxprune.evals.humaneval"]
   assert cycles(graph) == []
 
 
@@ -95,7 +104,7 @@ def _third_party_imports() -> set[str]:
           found |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
           found.add(node.module.split(".")[0])
-  return {m for m in found if m not in sys.stdlib_module_names and m not in (*PACKAGES, "__future__")}
+  return {m for m in found if m not in sys.stdlib_module_names and m not in ("jaxprune", "__future__")}
 
 
 def test_declared_dependencies_are_what_the_packages_import():
@@ -109,3 +118,42 @@ def test_declared_dependencies_are_what_the_packages_import():
   imported = {_DISTRIBUTIONS.get(m, m).lower() for m in _third_party_imports()}
   assert sorted(imported - names) == [], "imported but not declared"
   assert sorted(names - imported) == [], "declared but never imported"
+
+
+# The layers, lowest first: a package imports only from layers below its own (docs/architecture.md).
+LAYERS = (
+    ("jaxprune.errors", "jaxprune.memory"),
+    ("jaxprune.failures", "jaxprune.distributed"),
+    ("jaxprune.model",),
+    ("jaxprune.pruning", "jaxprune.calibration"),
+    ("jaxprune.store",),
+    ("jaxprune.outputs",),
+    ("jaxprune.runs", "jaxprune.compare"),
+    ("jaxprune.converters",),
+    ("jaxprune.evals",),
+    ("jaxprune.finetune", "jaxprune.library"),
+    ("jaxprune.cli", "jaxprune"),
+)
+
+
+def _unit(module: str) -> str:
+  """The layered unit of a module: its subpackage or top-level module under jaxprune."""
+  return ".".join(module.split(".")[:2])
+
+
+def test_imports_go_down_the_layers():
+  layer = {unit: i for i, units in enumerate(LAYERS) for unit in units}
+  graph = import_graph()
+  assert {_unit(m) for m in graph} == set(layer), "a new package or module: give it a layer"
+  upward = sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets
+                  if _unit(m) != _unit(t) and layer[_unit(t)] >= layer[_unit(m)])
+  assert upward == []
+
+
+def test_every_package_folder_is_installed():
+  """pyproject's explicit package list (needed for package-dir) names every folder with an __init__.py."""
+  import tomllib
+
+  packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+  folders = {_module_name(p) for pkg in PACKAGES for p in (ROOT / pkg).rglob("__init__.py")}
+  assert sorted(folders) == sorted(packages)

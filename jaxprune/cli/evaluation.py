@@ -9,7 +9,7 @@ from jaxprune.errors import JaxpruneError
 
 
 def add(sub) -> None:
-  from evals import tasks
+  from jaxprune.evals import tasks
 
   p = sub.add_parser("eval", help="perplexity, HumanEval and other tasks of a dense or pruned model")
   p.add_argument("--model", default=DEFAULT_MODEL, help="HF folder, .gguf file or built-in name (default: %(default)s)")
@@ -45,7 +45,7 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-  from evals import tasks
+  from jaxprune.evals import tasks
 
   pairs = []
   for item in args.data:

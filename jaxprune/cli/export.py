@@ -6,7 +6,7 @@ from jaxprune.cli.common import DEFAULT_MODEL
 
 
 def add(sub) -> None:
-  from converters.publish import ExportConfig
+  from jaxprune.converters.publish import ExportConfig
 
   p = sub.add_parser("export", help="write a pruned model as a Hugging Face folder with a model card")
   p.add_argument("--model", default=DEFAULT_MODEL, help="the model the run was pruned from")
@@ -19,7 +19,7 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-  from converters import publish
+  from jaxprune.converters import publish
 
   out = publish.export(publish.ExportConfig(model=args.model, masks=args.masks, out=args.out,
                                             overwrite=args.overwrite, eval=args.eval))

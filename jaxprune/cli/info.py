@@ -15,7 +15,7 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-  import converters
+  from jaxprune import converters
 
   info = converters.describe(args.model)
   if args.json:

@@ -12,7 +12,7 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-  from converters import builtin
+  from jaxprune.converters import builtin
 
   rows = builtin.listing()
   if args.json:

@@ -117,7 +117,7 @@ def _default_params() -> str:
 
 
 def run(args) -> int:
-  import converters
+  from jaxprune import converters
   from jaxprune import pruning, runs
   from jaxprune.pruning import methods
 
@@ -128,7 +128,7 @@ def run(args) -> int:
   )
   config.validate()  # fail on bad options before the slow model load
   args = _calibration_flags(args)
-  from converters.loading import parameter_dtype
+  from jaxprune.converters.loading import parameter_dtype
   from jaxprune import outputs
 
   parameter_dtype(args.dtype)

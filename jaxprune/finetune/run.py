@@ -99,7 +99,7 @@ def finetune_run(config: FinetuneConfig, *, loaded=None, tokens: np.ndarray | No
   claim = outputs.claim_dir(config.out, "run", overwrite=config.overwrite, inputs=inputs)
   base_record = store.load_record(config.masks)  # a missing or damaged run, before the slow model load
   if loaded is None:
-    import converters
+    from jaxprune import converters
 
     loaded = converters.load_model(config.model, dtype=config.dtype)
   masks, _, base_weights = runs.load_run_for(loaded, config.masks)

@@ -199,7 +199,7 @@ class Engine:
     return parts
 
   def _generate(self, name: str, group: list[Request]) -> None:
-    from evals import generate as gen
+    from jaxprune.evals import generate as gen
 
     tokenizer = self.models.tokenizer
     first = group[0]

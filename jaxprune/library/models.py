@@ -44,7 +44,7 @@ class SubModels:
 
   @classmethod
   def load(cls, path: str | os.PathLike, *, dtype=None) -> SubModels:
-    import converters
+    from jaxprune import converters
 
     lib = store.open_library(path)
     loaded = converters.load_model(str(lib.base), dtype=dtype)
@@ -87,7 +87,7 @@ class SubModels:
 
   def mean_nll(self, name: str, text: str) -> float | None:
     """Mean next-token loss (nats) of ``text``'s last ``max_positions`` tokens under ``name``; None under 2 tokens."""
-    from evals import scoring
+    from jaxprune.evals import scoring
 
     ids = self.encode(text)[-self.max_positions:]
     if len(ids) < 2:

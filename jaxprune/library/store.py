@@ -250,7 +250,7 @@ def _sizes(root: Path, names: tuple[str, ...]) -> dict[str, Any]:
 
 def build(config: LibraryConfig) -> Library:
   """A new library of ``config.model`` and the runs ``config.runs`` (each pruned from that model)."""
-  import converters
+  from jaxprune import converters
 
   if not config.runs:
     raise JaxpruneError("a library needs at least one sub-model: give --run NAME=RUN_DIR")
@@ -372,7 +372,7 @@ def format_info(report: dict[str, Any]) -> str:
 
 def export(path: str | os.PathLike, name: str, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
   """Sub-model ``name`` as a plain HF folder (what `jaxprune export` writes for its run)."""
-  import converters
+  from jaxprune import converters
 
   lib = open_library(path)
   lib.submodel(name)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from converters import builtin
+from jaxprune.converters import builtin
 from jaxprune import cli
 from jaxprune.errors import JaxpruneError
 

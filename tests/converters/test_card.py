@@ -9,7 +9,7 @@ import random
 import pytest
 from huggingface_hub import ModelCard, ModelCardData
 
-from converters import builtin, card
+from jaxprune.converters import builtin, card
 from jaxprune import cli, compare
 from tests.evals.conftest import make_tiny_with_tokenizer
 from tests.faults.conftest import one_line_error
@@ -164,7 +164,7 @@ def test_builtin_export_carries_a_card_transformers_loads_beside(name, tmp_path)
 
 
 def test_model_index_names_a_hub_dataset_for_every_registered_task():
-  from evals import tasks
+  from jaxprune.evals import tasks
 
   assert set(card.DATASETS) == set(tasks.TASKS)  # a new eval task needs its Hub dataset here
   rng = random.Random(0)

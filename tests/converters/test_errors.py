@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-import converters
-from converters import builtin
+from jaxprune import converters
+from jaxprune.converters import builtin
 from jaxprune import cli
 from jaxprune.errors import JaxpruneError
 from tests.helpers import make_tiny_hf
@@ -118,7 +118,7 @@ def test_unsupported_gguf_quant_type(tmp_path):
   writer.write_kv_data_to_file()
   writer.write_tensors_to_file()
   writer.close()
-  from converters import gguf_io
+  from jaxprune.converters import gguf_io
 
   reader = gguf.GGUFReader(str(path))
 

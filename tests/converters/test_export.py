@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-import converters
+from jaxprune import converters
 from jaxprune.errors import JaxpruneError
 from tests.helpers import FAMILY_CASES, make_tiny_hf
 
@@ -57,7 +57,7 @@ def test_existing_output_is_refused_and_nothing_half_written(tmp_path):
 
 def test_sharded_checkpoint_loads(tmp_path, monkeypatch):
   """A sharded folder (index + several files) loads like a single file."""
-  from converters import export
+  from jaxprune.converters import export
 
   src = make_tiny_hf(tmp_path / "src", "llama")
   monkeypatch.setattr(export, "MAX_SHARD_SIZE", 20_000)

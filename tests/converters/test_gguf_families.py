@@ -33,8 +33,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-import converters
-from converters import gguf_io
+from jaxprune import converters
+from jaxprune.converters import gguf_io
 from tests.converters.test_loading import PROMPTS, penzai_logits, torch_logits
 from tests.gguf_writer import BOS, EOS, gguf_names, write_gguf
 from tests.helpers import make_tiny_hf

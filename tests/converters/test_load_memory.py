@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import converters
+from jaxprune import converters
 from tests.helpers import make_tiny_hf
 
 pytest.importorskip("torch")

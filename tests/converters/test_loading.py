@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from penzai import pz
 
-import converters
+from jaxprune import converters
 from tests.helpers import FAMILY_CASES, make_tiny_hf
 
 torch = pytest.importorskip("torch")
@@ -79,7 +79,7 @@ def builtin_and_transformers(name: str):
   pytest.importorskip("accelerate")
   from transformers import AutoModelForCausalLM, AutoTokenizer
 
-  from converters import builtin
+  from jaxprune.converters import builtin
 
   loaded = converters.load_model(name)
   path = builtin.path_of(name)

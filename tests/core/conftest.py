@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import converters
+from jaxprune import converters
 from tests.helpers import make_tiny_hf
 
 

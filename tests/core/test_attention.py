@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from penzai import pz
 
-import converters
+from jaxprune import converters
 from jaxprune import pruning
 from jaxprune.model import attention
 from jaxprune.errors import JaxpruneError

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import converters
+from jaxprune import converters
 from jaxprune import cli, distributed, pruning, store
 from jaxprune.errors import JaxpruneError
 from tests.helpers import make_tiny_hf

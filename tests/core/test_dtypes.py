@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from penzai import pz
 
-import converters
+from jaxprune import converters
 from jaxprune import pruning, runs
 from jaxprune.pruning import sharding
 

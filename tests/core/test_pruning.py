@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-import converters
+from jaxprune import converters
 from jaxprune.pruning import masks as masks_lib
 from jaxprune import pruning
 from jaxprune.pruning import driver

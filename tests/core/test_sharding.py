@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from penzai import pz
 
-import converters
+from jaxprune import converters
 from jaxprune import cli, pruning, runs
 from jaxprune.model import weights
 from jaxprune.pruning import sharding

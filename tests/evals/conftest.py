@@ -6,7 +6,7 @@ import string
 
 import pytest
 
-import converters
+from jaxprune import converters
 from tests.helpers import make_tiny_hf
 
 CHARS = "\n" + "".join(chr(c) for c in range(32, 127))

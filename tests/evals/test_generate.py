@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from penzai import pz
 
-import converters
-from evals import generate as gen
-from evals import prefill, scoring
+from jaxprune import converters
+from jaxprune.evals import generate as gen
+from jaxprune.evals import prefill, scoring
 from jaxprune.errors import JaxpruneError
 from tests.evals.conftest import make_tiny_with_tokenizer
 from tests.helpers import FAMILY_CASES

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from evals import gsm8k
+from jaxprune.evals import gsm8k
 from jaxprune import cli
 
 ROWS = [
@@ -80,7 +80,7 @@ def test_task_runs_end_to_end_on_a_tiny_model(tiny_long, tmp_path):
 
 def test_missing_data_names_the_format(tmp_path, monkeypatch, capsys):
   monkeypatch.setenv("JAXPRUNE_DATA", str(tmp_path))
-  from evals import data
+  from jaxprune.evals import data
 
   with pytest.raises(Exception, match=r"pass --data gsm8k=FILE with GSM8K rows .*question, answer"):
     data.load_rows("gsm8k", None, gsm8k.LAYOUT)

@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from evals import codegen, humaneval, sandbox, tasks
-from evals.codegen import SamplingConfig
-from evals.humaneval import HumanEvalConfig
+from jaxprune.evals import codegen, humaneval, sandbox, tasks
+from jaxprune.evals.codegen import SamplingConfig
+from jaxprune.evals.humaneval import HumanEvalConfig
 from jaxprune.errors import JaxpruneError
 
 PROBLEMS = humaneval.load_problems()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from evals import meteor
+from jaxprune.evals import meteor
 from jaxprune import cli
 from jaxprune.errors import JaxpruneError
 

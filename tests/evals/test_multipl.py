@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from evals import codegen, humaneval, multipl, sandbox, tasks
-from evals import translate as tr
-from evals.translate import BOOL, FLOAT, INT, NONE, STR, UNKNOWN, Type, Untranslatable, list_of, optional
+from jaxprune.evals import codegen, humaneval, multipl, sandbox, tasks
+from jaxprune.evals import translate as tr
+from jaxprune.evals.translate import BOOL, FLOAT, INT, NONE, STR, UNKNOWN, Type, Untranslatable, list_of, optional
 from jaxprune.errors import JaxpruneError
 
 PY = {p.task_id: p for p in humaneval.load_problems()}
@@ -407,7 +407,7 @@ def test_precompiled_header_is_used(tmp_path):
   """g++ -H marks a precompiled header it loads with '!'; a stale or mismatched one would be skipped."""
   import subprocess
 
-  from evals import stdcpp_pch
+  from jaxprune.evals import stdcpp_pch
 
   pch = stdcpp_pch.build()
   assert pch is not None

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from evals import multiple_choice as mc
+from jaxprune.evals import multiple_choice as mc
 from jaxprune import cli
 from jaxprune.errors import JaxpruneError
 

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-import converters
-from evals import perplexity, scoring
+from jaxprune import converters
+from jaxprune.evals import perplexity, scoring
 from jaxprune.pruning import masks as masks_lib
 from jaxprune.errors import JaxpruneError
 from tests.helpers import FAMILY_CASES, make_tiny_hf

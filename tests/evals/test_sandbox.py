@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from evals import sandbox
-from evals.sandbox import Program, SandboxConfig, python_program
+from jaxprune.evals import sandbox
+from jaxprune.evals.sandbox import Program, SandboxConfig, python_program
 from jaxprune.errors import JaxpruneError
 
 NAMESPACES = sandbox.namespaces_available()

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-import converters
-from evals import perplexity, tasks
+from jaxprune import converters
+from jaxprune.evals import perplexity, tasks
 from jaxprune import cli, pruning, runs, store
 from jaxprune.pruning import masks as masks_lib
 from tests.evals.conftest import make_tiny_with_tokenizer
@@ -178,8 +178,8 @@ def test_missing_data_fails_before_the_model_loads(tmp_path, monkeypatch, capsys
 
 
 def test_generation_defaults_agree():
-  from evals.codegen import SamplingConfig
-  from evals.generate import GenerateConfig
+  from jaxprune.evals.codegen import SamplingConfig
+  from jaxprune.evals.generate import GenerateConfig
 
   config = tasks.EvalConfig(model="m", tasks=("humaneval",))
   assert GenerateConfig().max_new_tokens == SamplingConfig().max_new_tokens == config.max_new_tokens

@@ -51,7 +51,7 @@ def one_line_error(capsys, code: int, expected: int, *patterns: str) -> str:
 @pytest.fixture
 def no_model_load(monkeypatch):
   """Fail the test if a command loads the model (its output should have been refused first)."""
-  import converters
+  from jaxprune import converters
 
   def refuse(*args, **kwargs):
     raise AssertionError("the model was loaded before the output was checked")

@@ -129,7 +129,7 @@ def test_read_only_out_is_refused_before_work(command, model, tokens, run_dir, t
 
 
 _QUIET_CLI = ("import logging, sys; from jaxprune import cli;"
-              " logging.getLogger('converters.loading').setLevel(logging.ERROR);"  # the test model has no tokenizer
+              " logging.getLogger('jaxprune.converters.loading').setLevel(logging.ERROR);"  # the test model has no tokenizer
               " sys.argv[0] = 'jaxprune'; sys.exit(cli.main())")
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from evals import data, multiple_choice
+from jaxprune.evals import data, multiple_choice
 from jaxprune import calibration, cli
 from jaxprune.calibration import corpora
 from jaxprune.errors import JaxpruneError

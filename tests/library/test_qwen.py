@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from converters import builtin
+from jaxprune.converters import builtin
 from jaxprune import cli
 
 pytestmark = pytest.mark.slow

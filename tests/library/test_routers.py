@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from evals import scoring
+from jaxprune.evals import scoring
 from jaxprune import cli
 from jaxprune.errors import JaxpruneError
 from jaxprune.library import models, routers, store, submodels

@@ -13,7 +13,7 @@ import pytest
 openai = pytest.importorskip("openai")
 pytest.importorskip("uvicorn")
 
-from evals import generate as gen  # noqa: E402
+from jaxprune.evals import generate as gen  # noqa: E402
 from jaxprune.library import engine, models, server  # noqa: E402
 from tests.library.conftest import JAVA, PROSE, PYTHON, source  # noqa: E402
 
