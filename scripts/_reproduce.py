@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxprune.evals.codegen import SamplingConfig
 from jaxprune.evals.tasks import EvalConfig
 
 log = logging.getLogger("reproduce")
@@ -94,7 +95,7 @@ class Experiment:
 
 # A code task named TASK@N: N samples per problem at the paper's temperature and top-p (pass@1 and
 # pass@10 from n samples, Chen et al.'s estimator), instead of one greedy completion.
-SAMPLED = EvalConfig(model="", tasks=())
+SAMPLED = SamplingConfig()
 
 
 def sampled(task: str) -> tuple[str, int]:

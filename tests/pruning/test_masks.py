@@ -1,4 +1,4 @@
-"""Mask selection (against a stable sort), packing and Orbax storage."""
+"""Mask selection (against a stable sort) and packing; storage is tests/test_store.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxprune import store
 from jaxprune.pruning import masks
 from jaxprune.errors import JaxpruneError
 
@@ -51,21 +50,6 @@ def test_pack_round_trip(in_features):
   packed = masks.pack(mask)
   assert packed.shape == (3, -(-in_features // 8)) and packed.dtype == np.uint8
   np.testing.assert_array_equal(masks.unpack(packed, in_features), mask)
-
-
-def test_save_load_round_trip(tmp_path):
-  rng = np.random.default_rng(0)
-  saved = {"model.layers.0.self_attn.q_proj.weight": rng.random((6, 13)) > 0.3,
-           "model.layers.1.mlp.down_proj.weight": rng.random((4, 24)) > 0.5}
-  store.save_masks(tmp_path / "m", saved, {"note": "x"})
-  loaded, meta = store.load_masks(tmp_path / "m")
-  assert meta["note"] == "x" and sorted(loaded) == sorted(saved)
-  for name in saved:
-    np.testing.assert_array_equal(loaded[name], saved[name])
-  with pytest.raises(JaxpruneError, match="already exists"):
-    store.save_masks(tmp_path / "m", saved)
-  with pytest.raises(JaxpruneError, match="no masks found"):
-    store.load_masks(tmp_path)
 
 
 @pytest.mark.parametrize("pattern,sparsity,message", [
