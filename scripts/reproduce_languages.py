@@ -230,6 +230,9 @@ def main(argv: list[str] | None = None) -> None:
            (("--sampled",), dict(type=int, default=0, metavar="N",
                                  help="also pass@1 and pass@10 from N samples per problem (T=0.8, top-p 0.95) of"
                                       " dense and each diagonal sub-model (a GPU's work: N x the greedy cells)")),
+           (("--prune-first",), dict(action="store_true",
+                                     help="prune every first-seed sub-model before evaluating any (their masks are"
+                                          " then ready for a sub-model library while the cells run)")),
            (("--cached-only",), dict(action="store_true",
                                      help="write the tables from the cached cells only (prunes and evaluates nothing)")),
            (("--table4",), dict(action="store_true", help="the Table IV preset on a code model (see above)")))
@@ -255,9 +258,14 @@ def main(argv: list[str] | None = None) -> None:
   per_seed: dict[str, list] = {c: [] for c in calib}
   # Seed by seed, so the first seed's sub-models (the only ones with code cells) come first: an
   # interrupted run has the whole pass@1 matrix before the extra seeds' perplexities.
+  # each pruned only if a cell or the distances need it
+  seed_runs = {seed: {c: lazy_run(exp, f"wanda50-{c}-s{seed}", c, seed) for c in calib} for seed in args.seeds}
+  if args.prune_first and compute:
+    for run in seed_runs[args.seeds[0]].values():
+      run()
   for seed in args.seeds:
     for c in calib:
-      run = lazy_run(exp, f"wanda50-{c}-s{seed}", c, seed)  # pruned only if a cell or the distances need it
+      run = seed_runs[seed][c]
       wanda_runs[c].append(run)
       wanda_names[c].append(f"wanda50-{c}-s{seed}")
       ev = cells(run, f"wanda50-{c}-s{seed}", (HUMANEVAL if seed == args.seeds[0] else ()) + ppl_tasks)

@@ -202,3 +202,24 @@ def test_sampled_cells_and_cached_only_tables(reproduction, tmp_path):
   assert "**Partial**: 12 of 12 HumanEval cells and 25 of 35 perplexity cells" in markdown, markdown
   assert "Not computed yet" in markdown
   assert json.loads((copy / "languages.json").read_text())["complete"]["all"] is False
+
+
+def test_prune_first_prunes_every_first_seed_sub_model_before_any_cell(reproduction, tmp_path, monkeypatch):
+  import shutil
+
+  folder, out = reproduction
+  copy = tmp_path / "out"
+  shutil.copytree(out, copy)
+  pruned_when_evaluated = []
+  original = reproduce_languages.evaluate_cached
+
+  def spy(exp, run, name, tasks, **kwargs):
+    if name.startswith("wanda50-"):
+      pruned_when_evaluated.append(sorted(p.name for p in (copy / "runs").iterdir() if p.name.endswith("-s7")))
+    return original(exp, run, name, tasks, **kwargs)
+
+  monkeypatch.setattr(reproduce_languages, "evaluate_cached", spy)
+  reproduce_languages.main(["--model", str(folder), "--out", str(copy), "--seeds", "7", "--nsamples", "2",
+                            "--seqlen", "32", "--eval-windows", "2", "--limit", "1", "--max-new-tokens", "4",
+                            "--calib", "python", "java", "--baselines", "--prune-first"])
+  assert pruned_when_evaluated[0] == ["wanda50-java-s7", "wanda50-python-s7"]
