@@ -130,6 +130,23 @@ def system_report(models, name: str, ids: dict[str, list[str]], args, work: Path
   return {t: {tid: solved[t][tid] for tid in ids[t]} for t in ids}
 
 
+def routed_library_pass(models, chosen: dict[str, dict], ids: dict[str, list[str]], args,
+                        work: Path) -> dict[str, dict[str, float]]:
+  """pass@1 per task (and ``mixed``) of dense, each sub-model alone, and the library under each router."""
+  from jaxprune.library import models as models_lib
+
+  reuse = dict(x.split("=", 1) for x in args.reuse)
+  systems = {name: system_report(models, name, ids, args, work, Path(reuse[name]) if name in reuse else None)
+             for name in (models_lib.DENSE, *models.names)}
+  pass_at_1 = {name: {t: float(np.mean(list(solved[t].values()))) for t in ids} for name, solved in systems.items()}
+  for router, task_routes in chosen.items():
+    pass_at_1[f"routed ({router})"] = routed_pass(systems, task_routes, ids)
+  counts = {t: len(ids[t]) for t in ids}
+  for row in pass_at_1.values():
+    row["mixed"] = sum(row[t] * counts[t] for t in ids) / sum(counts.values())
+  return pass_at_1
+
+
 def routed_pass(systems: dict[str, dict], routes: dict[str, list[dict]], ids: dict[str, list[str]]) -> dict[str, float]:
   """pass@1 per task when each prompt is answered by its routed system."""
   return {task: float(np.mean([systems[r["chosen"]][task][tid] for r, tid in zip(task_routes, ids[task])]))
@@ -138,10 +155,12 @@ def routed_pass(systems: dict[str, dict], routes: dict[str, list[dict]], ids: di
 
 def table(result: dict[str, Any]) -> str:
   tasks = result["tasks"]
-  lines = ["| system | " + " | ".join(tasks) + " | mixed |", "|---" * (len(tasks) + 2) + "|"]
-  for name, row in result["pass_at_1"].items():
-    lines.append(f"| {name} | " + " | ".join(f"{100 * row[t]:.1f}" for t in tasks) + f" | {100 * row['mixed']:.1f} |")
-  lines += ["", "| router | HumanEval prompts | fallback | held-out files | route ms p50 / p95 |", "|---|---|---|---|---|"]
+  lines = []
+  if result["pass_at_1"]:
+    lines = ["| system | " + " | ".join(tasks) + " | mixed |", "|---" * (len(tasks) + 2) + "|", ""]
+    for name, row in result["pass_at_1"].items():
+      lines.insert(-1, f"| {name} | " + " | ".join(f"{100 * row[t]:.1f}" for t in tasks) + f" | {100 * row['mixed']:.1f} |")
+  lines += ["| router | HumanEval prompts | fallback | held-out files | route ms p50 / p95 |", "|---|---|---|---|---|"]
   for router, r in result["routing"].items():
     held = r["held_out"]["accuracy"]
     lines.append(f"| {router} | {100 * r['prompts']['accuracy']:.1f}% | {r['prompts']['fallback']} |"
@@ -165,11 +184,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   p.add_argument("--reuse", action="append", default=[], metavar="NAME=DIR",
                  help="a system's HumanEval reports already made (DIR/<task>.json, e.g. reproduce_languages' cells"
                       " of the run the sub-model was built from; dense for the base): used where the settings match")
+  p.add_argument("--routing-only", action="store_true",
+                 help="measure the routers only (no generation): pass@1 is left out of --out")
   p.add_argument("--work", default=None, help="folder of per-system reports (default: beside --out)")
   p.add_argument("--out", required=True, help="JSON to write")
   args = p.parse_args(argv)
 
-  from jaxprune import runs, store
+  from jaxprune import calibration, runs, store
   from jaxprune.library import models as models_lib
 
   tasks = tuple(t for t in args.tasks.split(",") if t)
@@ -205,16 +226,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        "chosen": {t: [r["chosen"] for r in task_routes[t]] for t in tasks}}
     chosen[router] = task_routes
 
-  reuse = dict(x.split("=", 1) for x in args.reuse)
-  systems = {name: system_report(models, name, ids, args, work, Path(reuse[name]) if name in reuse else None)
-             for name in (models_lib.DENSE, *models.names)}
-  pass_at_1 = {name: {t: float(np.mean(list(solved[t].values()))) for t in tasks} for name, solved in systems.items()}
-  for router, task_routes in chosen.items():
-    pass_at_1[f"routed ({router})"] = routed_pass(systems, task_routes, ids)
-  counts = {t: len(ids[t]) for t in tasks}
-  for row in pass_at_1.values():
-    row["mixed"] = sum(row[t] * counts[t] for t in tasks) / sum(counts.values())
-  result = {"library": str(models.lib.path), "base": models.lib.manifest["base"], "labels": labels,
+  pass_at_1 = {} if args.routing_only else routed_library_pass(models, chosen, ids, args, work)
+  result = {"command": " ".join(["python", "scripts/eval_router.py", *(sys.argv[1:] if argv is None else argv)]),
+            "library": calibration.portable_path(str(models.lib.path)), "base": models.lib.manifest["base"], "labels": labels,
             "tasks": list(tasks), "limit": args.limit, "chat": args.chat, "max_new_tokens": args.max_new_tokens,
             "route_config": dataclasses.asdict(route_config), "routing": routing, "pass_at_1": pass_at_1,
             "seconds": round(time.perf_counter() - started, 1), "versions": runs.versions()}

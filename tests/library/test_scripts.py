@@ -16,7 +16,7 @@ import eval_router  # noqa: E402
 pytest.importorskip("openai")
 
 
-def test_eval_router_reads_routed_pass_from_each_systems_results(tiny_library, tmp_path):
+def test_eval_router_reads_routed_pass_from_each_systems_results(tiny_library, tmp_path, monkeypatch):
   out = tmp_path / "router.json"
   args = ["--lib", str(tiny_library), "--tasks", "humaneval,humaneval-js", "--limit", "2", "--max-new-tokens", "8",
           "--held-out-windows", "2", "--held-out-seqlen", "64", "--gen-batch-size", "4", "--out", str(out)]
@@ -51,6 +51,13 @@ def test_eval_router_reads_routed_pass_from_each_systems_results(tiny_library, t
   again = eval_router.main([*args[:-1], str(tmp_path / "reuse.json"), "--reuse", f"dense={reports}"])
   assert again["pass_at_1"]["dense"]["humaneval"] == 1.0
   assert again["pass_at_1"]["dense"]["humaneval-js"] == result["pass_at_1"]["dense"]["humaneval-js"]
+
+  only = eval_router.main([*args[:-1], str(tmp_path / "only.json"), "--routing-only", "--work", str(tmp_path / "none")])
+  assert only["pass_at_1"] == {} and only["routing"]["classifier"]["chosen"] == result["routing"]["classifier"]["chosen"]
+  assert not list((tmp_path / "none").glob("*.json")) and "routed" not in eval_router.table(only)
+  assert only["library"] == str(tiny_library)  # outside the working and home folders: as given
+  monkeypatch.chdir(tiny_library.parent)
+  assert eval_router.main([*args[:-1], "only.json", "--routing-only"])["library"] == tiny_library.name  # no machine path
 
 
 def test_bench_serve_measures_load_switches_and_routing(tiny_library, tmp_path):
