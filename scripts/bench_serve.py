@@ -10,7 +10,13 @@ time is reported apart. Then, in the same process:
 * switch: seconds to derive each sub-model from the base (the mask applied),
   alternating between sub-models ``--switches`` times;
 * routing: milliseconds per request of each router on the same prompts
-  (perplexity: one prefill per sub-model, switches excluded).
+  (perplexity: one prefill per sub-model, switches excluded);
+* the roofline beside each concurrency: the decoded tokens/s no server can
+  pass with that many rows per decode step on this machine, the fewer of
+  compute (XLA's best float32 matmul rate over 2 FLOPs per weight per token)
+  and memory (the rows' tokens per read of every matmul weight at the
+  measured read bandwidth), as in scripts/bench_generate.py. It counts decode
+  only (no prefill, HTTP or scheduling), so it is an upper bound.
 
   python scripts/bench_serve.py --lib LIB --out results/qwen2.5-coder-0.5b/router/bench_serve.json
   python scripts/bench_serve.py --lib LIB --requests 8 --max-tokens 16 --out /tmp/bench.json   # a quick look
@@ -90,6 +96,29 @@ def routing_times(models, prompts: list[str], route_config) -> dict[str, Any]:
   return out
 
 
+def roofline(models, concurrencies: list[int], batch_size: int) -> dict[str, Any]:
+  """Decoded tokens/s limits per concurrency (rows per step: the concurrency, at most the batch size)."""
+  import _roofline
+  import jax
+  from bench_generate import matmul_weights, read_bandwidth_gbs
+
+  from jaxprune.runs import parameter_dtype
+
+  weights = matmul_weights(models.loaded)
+  itemsize = jax.numpy.dtype(parameter_dtype(models.loaded.model)).itemsize
+  peak = max(_roofline.peak_matmul("jax", repeats=3).values())
+  bandwidth = read_bandwidth_gbs()
+  rows = {}
+  for c in concurrencies:
+    batch = min(c, batch_size)
+    compute = peak * 1e9 / (2.0 * weights)
+    memory = batch * bandwidth * 1e9 / (itemsize * weights)
+    rows[str(c)] = {"rows_per_step": batch, "compute_tokens_per_s": compute, "memory_tokens_per_s": memory,
+                    "tokens_per_s": min(compute, memory)}
+  return {"matmul_weights": weights, "bytes_per_weight": itemsize, "peak_gflops": peak,
+          "read_bandwidth_gbs": bandwidth, "by_concurrency": rows}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--lib", required=True, help="library folder (jaxprune library build)")
@@ -125,14 +154,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["engine"] = dict(app.state.engine.stats)
   result["switch"] = switch_times(models, models.names, args.switches)
   result["routing"] = routing_times(models, prompts, models_lib.route_config(models.lib))
+  result["roofline"] = roofline(models, [int(c) for c in args.concurrency.split(",")], args.batch_size)
   result["peak_rss_mib"] = peak_rss_mib()
   result["versions"] = runs.versions()
   Path(args.out).parent.mkdir(parents=True, exist_ok=True)
   store.write_json_atomic(Path(args.out), result)
-  print(f"{'concurrency':>11} {'req/s':>7} {'tok/s':>7} {'p50 s':>7} {'p95 s':>7}")
+  print(f"{'concurrency':>11} {'req/s':>7} {'tok/s':>7} {'p50 s':>7} {'p95 s':>7} {'roofline tok/s':>15}")
   for row in result["load"]:
+    limit = result["roofline"]["by_concurrency"][str(row["concurrency"])]["tokens_per_s"]
     print(f"{row['concurrency']:>11} {row['requests_per_s']:>7.2f} {row['tokens_per_s']:>7.1f} {row['p50_s']:>7.2f}"
-          f" {row['p95_s']:>7.2f}")
+          f" {row['p95_s']:>7.2f} {limit:>15.1f}")
   if result["switch"].get("switches"):
     print(f"sub-model switch: p50 {result['switch']['p50_s']:.2f} s, p95 {result['switch']['p95_s']:.2f} s")
   for router, r in result["routing"].items():

@@ -72,3 +72,8 @@ def test_bench_serve_measures_load_switches_and_routing(tiny_library, tmp_path):
   assert result["switch"]["switches"] == 3 and result["switch"]["p50_s"] > 0
   assert set(result["routing"]) == {"classifier", "perplexity"}
   assert all(r["requests"] == 4 and r["ms_p50"] > 0 for r in result["routing"].values())
+  roof = result["roofline"]
+  assert set(roof["by_concurrency"]) == {"1", "2"} and roof["bytes_per_weight"] == 4
+  one, two = roof["by_concurrency"]["1"], roof["by_concurrency"]["2"]
+  assert two["memory_tokens_per_s"] == pytest.approx(2 * one["memory_tokens_per_s"])  # two rows per weight read
+  assert one["tokens_per_s"] == min(one["compute_tokens_per_s"], one["memory_tokens_per_s"]) > 0
