@@ -348,7 +348,7 @@ def info(path: str | os.PathLike) -> dict[str, Any]:
   lib = open_library(path)
   sizes = _sizes(lib.path, lib.names)
   dense_exports = len(lib.names) * sizes["base"]
-  return {"path": str(lib.path), "base": lib.manifest["base"], "route": lib.manifest["route"],
+  return {"path": _portable(lib.path), "base": lib.manifest["base"], "route": lib.manifest["route"],
           "submodels": {n: {**e, "bytes": sizes["submodels"][n]} for n, e in lib.manifest["submodels"].items()},
           "bytes": sizes, "dense_exports_bytes": dense_exports,
           "storage_gain": dense_exports / sizes["total"] if sizes["total"] else None}
