@@ -150,7 +150,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for prompt in prompts:  # compiles every prompt width once
       client.completions.create(model=target, prompt=prompt, max_tokens=args.max_tokens, temperature=0)
     result["warmup_s"] = time.perf_counter() - started
-    result["load"] = [load(client, target, prompts, int(c), args.max_tokens) for c in args.concurrency.split(",")]
+    result["load"] = []
+    for c in args.concurrency.split(","):
+      before = dict(app.state.engine.stats)
+      row = load(client, target, prompts, int(c), args.max_tokens)
+      after = app.state.engine.stats
+      row.update({key: after[key] - before[key] for key in ("batches", "compile_s", "rows_padded")})
+      row["rows_per_batch"] = row["requests"] / row["batches"] if row["batches"] else None
+      # generation is one thread: time it spent compiling new batch shapes is time no row decoded
+      row["tokens_per_s_without_compile"] = row["tokens"] / max(row["wall_s"] - row["compile_s"], 1e-9)
+      result["load"].append(row)
     result["engine"] = dict(app.state.engine.stats)
   result["switch"] = switch_times(models, models.names, args.switches)
   result["routing"] = routing_times(models, prompts, models_lib.route_config(models.lib))
@@ -159,11 +168,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   result["versions"] = runs.versions()
   Path(args.out).parent.mkdir(parents=True, exist_ok=True)
   store.write_json_atomic(Path(args.out), result)
-  print(f"{'concurrency':>11} {'req/s':>7} {'tok/s':>7} {'p50 s':>7} {'p95 s':>7} {'roofline tok/s':>15}")
+  print(f"{'concurrency':>11} {'req/s':>7} {'tok/s':>7} {'p50 s':>7} {'p95 s':>7} {'rows/batch':>10}"
+        f" {'compile s':>9} {'tok/s w/o compile':>17} {'roofline tok/s':>15}")
   for row in result["load"]:
     limit = result["roofline"]["by_concurrency"][str(row["concurrency"])]["tokens_per_s"]
     print(f"{row['concurrency']:>11} {row['requests_per_s']:>7.2f} {row['tokens_per_s']:>7.1f} {row['p50_s']:>7.2f}"
-          f" {row['p95_s']:>7.2f} {limit:>15.1f}")
+          f" {row['p95_s']:>7.2f} {row['rows_per_batch']:>10.2f} {row['compile_s']:>9.1f}"
+          f" {row['tokens_per_s_without_compile']:>17.1f} {limit:>15.1f}")
   if result["switch"].get("switches"):
     print(f"sub-model switch: p50 {result['switch']['p50_s']:.2f} s, p95 {result['switch']['p95_s']:.2f} s")
   for router, r in result["routing"].items():

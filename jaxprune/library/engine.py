@@ -114,7 +114,9 @@ class Engine:
     self.config = config
     self.route_config = models_lib.route_config(models.lib, **dict(config.route))
     models.check(self.route_config.default)
-    self.stats = {"batches": 0, "requests": 0, "cancelled": 0, "rows_generated": 0}
+    # rows_padded: compiled rows x decode steps paid for; compile_s: seconds compiling new batch shapes
+    self.stats = {"batches": 0, "requests": 0, "cancelled": 0, "rows_generated": 0, "rows_padded": 0,
+                  "compile_s": 0.0}
     self._queue: asyncio.Queue | None = None
     self._task: asyncio.Task | None = None
     self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxprune-generate")
@@ -224,8 +226,11 @@ class Engine:
 
     model = self.models.model(name)
     self.stats["batches"] += 1
+    spent: dict[str, float] = {}
     out = gen.generate_ids(model, [r.prompt_ids for r in group], config, eos_ids=gen.eos_ids_of(self.models.loaded),
-                           stopped=stopped, max_positions=self.models.max_positions)
+                           stopped=stopped, max_positions=self.models.max_positions, stats=spent)
+    self.stats["compile_s"] += spent.get("compile_s", 0.0)
+    self.stats["rows_padded"] += int(spent.get("decode_row_steps", 0))
     for request, (ids,) in zip(group, out):
       if request.cancelled.is_set():
         self.stats["cancelled"] += 1

@@ -77,3 +77,6 @@ def test_bench_serve_measures_load_switches_and_routing(tiny_library, tmp_path):
   one, two = roof["by_concurrency"]["1"], roof["by_concurrency"]["2"]
   assert two["memory_tokens_per_s"] == pytest.approx(2 * one["memory_tokens_per_s"])  # two rows per weight read
   assert one["tokens_per_s"] == min(one["compute_tokens_per_s"], one["memory_tokens_per_s"]) > 0
+  for row in result["load"]:
+    assert row["batches"] >= 1 and row["compile_s"] >= 0 and row["rows_padded"] >= row["tokens"]
+    assert row["tokens_per_s_without_compile"] >= row["tokens_per_s"]
