@@ -3,7 +3,9 @@
 The workload mixes HumanEval prompts of four languages (Python, and the Java,
 C++ and JavaScript translations); a prompt's label is its language. Each
 sub-model's language is its calibration source (``--label NAME=LANG``
-overrides). For every router (classifier, perplexity) the script reports:
+overrides). For every router (classifier, perplexity; each alone, and
+``declared+ROUTER``: a prompt whose code fences declare its language goes to
+that language's sub-model, the router decides the rest) the script reports:
 
 * routing accuracy on the HumanEval prompts, per language, and the share
   that fell back to the default (counted as misrouted);
@@ -41,16 +43,23 @@ from typing import Any
 import numpy as np
 
 TASK_LANGUAGE = {"humaneval": "python", "humaneval-java": "java", "humaneval-cpp": "cpp", "humaneval-js": "javascript"}
-ROUTERS = ("classifier", "perplexity")
+ROUTERS = ("classifier", "perplexity", "declared+classifier")
 
 
 def labels_of(lib, overrides: dict[str, str]) -> dict[str, str]:
-  """{sub-model: language}: ``overrides``, else its calibration source or name when that is a language."""
-  out = {}
-  for name, entry in lib.manifest["submodels"].items():
-    source = str((entry.get("calibration") or {}).get("source"))
-    out[name] = overrides.get(name) or (source if source in TASK_LANGUAGE.values() else name)
-  return out
+  """{sub-model: language}: ``overrides``, else the language of its calibration source or name, else its name."""
+  from jaxprune.library import declared
+
+  known = declared.submodel_languages(lib.manifest)
+  return {name: overrides.get(name) or known.get(name, name) for name in lib.manifest["submodels"]}
+
+
+def router_config(route_config, name: str):
+  """The settings of router ``name`` (``classifier``, or ``declared+classifier`` to honour declared languages)."""
+  use_declared, _, router = name.rpartition("+")
+  if use_declared not in ("", "declared"):
+    sys.exit(f"unknown router {name}: use ROUTER or declared+ROUTER")
+  return dataclasses.replace(route_config, router=router, declared=bool(use_declared))
 
 
 def prompts_of(task: str, limit: int | None, chat: bool) -> list[tuple[str, str]]:
@@ -63,7 +72,7 @@ def prompts_of(task: str, limit: int | None, chat: bool) -> list[tuple[str, str]
 
 
 def route_all(models, texts: list[str], router: str, route_config) -> list[dict[str, Any]]:
-  config = dataclasses.replace(route_config, router=router)
+  config = router_config(route_config, router)
   return [r.as_json() for r in models.route_many(texts, config)]
 
 
@@ -180,7 +189,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   p.add_argument("--held-out-windows", type=int, default=32, help="held-out windows per sub-model's source")
   p.add_argument("--held-out-seqlen", type=int, default=256)
   p.add_argument("--label", action="append", default=[], metavar="NAME=LANG", help="a sub-model's language")
-  p.add_argument("--routers", default=",".join(ROUTERS))
+  p.add_argument("--routers", default=",".join(ROUTERS),
+                 help="routers to measure, each ROUTER (alone) or declared+ROUTER (%(default)s)")
   p.add_argument("--reuse", action="append", default=[], metavar="NAME=DIR",
                  help="a system's HumanEval reports already made (DIR/<task>.json, e.g. reproduce_languages' cells"
                       " of the run the sub-model was built from; dense for the base): used where the settings match")

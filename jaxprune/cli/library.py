@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -36,11 +37,14 @@ def _route_flags(p, defaults) -> None:
   p.add_argument("--mixed-share", type=float, default=defaults and defaults.mixed_share,
                  help=f"classifier: a prompt whose pieces two sub-models win, the runner-up at least this share,"
                       f" is mixed ({shown.mixed_share}; above 0.5: never){stored}")
+  p.add_argument("--declared", action=argparse.BooleanOptionalAction, default=defaults and defaults.declared,
+                 help=f"a prompt whose code fences declare a language (```java) goes to that language's sub-model"
+                      f" without asking the router ({'on' if shown.declared else 'off'}){stored}")
 
 
 def _overrides(args) -> dict:
   return {"router": args.router, "default": args.default, "min_confidence": args.min_confidence,
-          "min_margin": args.min_margin, "mixed_share": args.mixed_share}
+          "min_margin": args.min_margin, "mixed_share": args.mixed_share, "declared": args.declared}
 
 
 def add_library(sub) -> None:

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from jaxprune.errors import JaxpruneError
-from jaxprune.library import routers, store, submodels
+from jaxprune.library import declared, routers, store, submodels
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class SubModels:
     self.loaded = loaded
     self.classifier = classifier
     self.names = lib.names
+    self.languages = declared.submodel_languages(lib.manifest)
     self.switches: list[float] = []  # seconds of each switch, for benchmarks
     self._stored: dict[str, tuple] = {}
     self._active: tuple[str, object] = (DENSE, loaded.model)
@@ -110,20 +111,21 @@ class SubModels:
     self.check(config.default)
     if config.router != "perplexity" or len(texts) < 2:
       return [routers.route(self, t, config) for t in texts]
+    out = [routers.by_declaration(self, t, config) for t in texts]  # declared prompts need no prefill
+    scored = [i for i, r in enumerate(out) if r is None]
     losses: dict[str, list] = {}
-    seconds = [0.0] * len(texts)
-    for name in self.names:
+    seconds = dict.fromkeys(scored, 0.0)
+    for name in self.names if scored else ():
       self.model(name)
       losses[name] = []
-      for i, text in enumerate(texts):
+      for i in scored:
         started = time.perf_counter()
-        losses[name].append(self.mean_nll(name, text))
+        losses[name].append(self.mean_nll(name, texts[i]))
         seconds[i] += time.perf_counter() - started
-    out = []
-    for i, text in enumerate(texts):
-      table = _Losses(self.names, {name: losses[name][i] for name in self.names})
-      route = routers.route(table, text, config)
-      out.append(dataclasses.replace(route, seconds=route.seconds + seconds[i]))
+    for k, i in enumerate(scored):
+      table = _Losses(self.names, self.languages, {name: losses[name][k] for name in self.names})
+      route = routers.route(table, texts[i], config)
+      out[i] = dataclasses.replace(route, seconds=route.seconds + seconds[i])
     return out
 
 
@@ -156,8 +158,8 @@ class _Losses:
 
   classifier = None
 
-  def __init__(self, names: tuple[str, ...], losses: dict[str, float | None]):
-    self.names, self._losses = names, losses
+  def __init__(self, names: tuple[str, ...], languages: dict[str, str], losses: dict[str, float | None]):
+    self.names, self.languages, self._losses = names, languages, losses
 
   def mean_nll(self, name: str, text: str) -> float | None:
     return self._losses[name]
@@ -168,6 +170,7 @@ class _ClassifierOnly:
 
   def __init__(self, lib: store.Library):
     self.names = lib.names
+    self.languages = declared.submodel_languages(lib.manifest)
     self.classifier = store.read_classifier(lib)
 
   def mean_nll(self, name: str, text: str) -> float | None:

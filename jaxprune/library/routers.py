@@ -9,6 +9,11 @@ A router is a function ``(context, text, config) -> Route`` in `ROUTERS`:
 * ``perplexity`` (exact): the prompt's mean next-token loss under every
   sub-model (one prefill each, no generation); the sub-model of lowest loss.
 
+A prompt that declares its language in a Markdown code fence (```java) goes
+to the sub-model of that language without asking the router
+(`jaxprune.library.declared`; ``RouteConfig.declared``), and to the default
+when no sub-model has it.
+
 An ambiguous prompt (prose, or several languages at once) goes to the
 default sub-model (``dense``: the base, unpruned) and the route says so:
 for the classifier, when the background class wins, the top probability is
@@ -31,6 +36,7 @@ from typing import Any, Protocol
 
 from jaxprune.errors import JaxpruneError
 from jaxprune.library import classifier as classifier_lib
+from jaxprune.library import declared
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +50,8 @@ class RouteConfig:
     min_margin: perplexity: a best loss less than this (nats per token) under the runner-up's is ambiguous.
     mixed_share: classifier: a prompt whose pieces (`PIECE_CHARS` each) are confidently won by two sub-models,
       the runner-up with at least this share of them, is mixed, so ambiguous (above 0.5: never).
+    declared: a prompt whose code fences declare one language goes to the sub-model of that language (the
+      default when none has it) before the router is asked; False: the router decides every prompt.
   """
 
   router: str = "classifier"
@@ -51,6 +59,7 @@ class RouteConfig:
   min_confidence: float = 0.6
   min_margin: float = 0.02
   mixed_share: float = 0.25
+  declared: bool = True
 
   def __post_init__(self):
     if self.router not in ROUTERS:
@@ -76,9 +85,10 @@ class Route:
 
 
 class Context(Protocol):
-  """What routers may use: the sub-models' names, the fitted classifier, and the losses of a text."""
+  """What routers may use: the sub-models' names and languages, the fitted classifier, and the losses of a text."""
 
   names: tuple[str, ...]
+  languages: dict[str, str]  # sub-model -> its language (`declared.submodel_languages`), where known
   classifier: classifier_lib.Classifier | None
 
   def mean_nll(self, name: str, text: str) -> float | None: ...
@@ -146,8 +156,33 @@ def _piece_votes(classifier: classifier_lib.Classifier, text: str, min_confidenc
   return votes
 
 
+DECLARED = "declared"
+"""`Route.router` of a prompt routed by the language its code fences declare."""
+
+
+def by_declaration(context: Context, text: str, config: RouteConfig) -> Route | None:
+  """The route of a prompt whose code fences declare one language (None: it declares none, or two sub-models
+  share that language, or ``config.declared`` is off): that language's sub-model, else the default."""
+  lang = declared.language(text) if config.declared else None
+  if lang is None:
+    return None
+  started = time.perf_counter()
+  names = [n for n in context.names if context.languages.get(n) == lang]
+  if len(names) > 1:
+    return None
+  reason = f"the prompt's code fences declare {lang}"
+  if not names:
+    reason += f", which no sub-model is calibrated on; default {config.default}"
+  return Route(chosen=names[0] if names else config.default, router=DECLARED, scores={}, fallback=not names,
+               reason=reason, seconds=time.perf_counter() - started)
+
+
 def route(context: Context, text: str, config: RouteConfig) -> Route:
-  """The sub-model for ``text``: the router's choice, or ``config.default`` when it is ambiguous."""
+  """The sub-model for ``text``: the one its declared language names, else the router's choice, or
+  ``config.default`` when it is ambiguous."""
+  decided = by_declaration(context, text, config)
+  if decided is not None:
+    return decided
   started = time.perf_counter()
   chosen, scores, reason = ROUTERS[config.router](context, text, config)
   fallback = chosen is None

@@ -105,3 +105,30 @@ def test_routing_many_prompts_at_once_gives_each_prompts_route(loaded_library):
       one = loaded_library.route(text, config)
       assert (route.chosen, route.fallback) == (one.chosen, one.fallback)
       assert route.scores == pytest.approx(one.scores, abs=1e-5) and route.seconds > 0
+
+
+def test_a_declared_language_routes_without_asking_the_router(tiny_library, loaded_library):
+  fenced = f"Complete this Java method:\n```java\n{PY_PROMPT[:120]}\n```"  # Python text, declared Java
+  route = models.route_text(tiny_library, fenced)
+  assert (route.chosen, route.router, route.fallback) == ("java", routers.DECLARED, False)
+  assert "declare java" in route.reason and route.scores == {}
+  assert models.route_text(tiny_library, fenced, declared=False).chosen == "python"  # the classifier reads the code
+  rust = f"```rust\n{PY_PROMPT[:120]}\n```"
+  route = models.route_text(tiny_library, rust, default="java")
+  assert (route.chosen, route.fallback) == ("java", True) and "no sub-model" in route.reason
+  both = f"```java\n{JAVA_PROMPT[:80]}\n```\n```python\n{PY_PROMPT[:80]}\n```"
+  assert models.route_text(tiny_library, both).router == "classifier"  # two languages declared: the router decides
+  # the perplexity router skips the prefills of declared prompts, and routes the rest as one by one
+  config = routers.RouteConfig(router="perplexity", min_margin=0.0)
+  many = loaded_library.route_many([fenced, PY_PROMPT[:80], rust], config)
+  assert [r.router for r in many] == [routers.DECLARED, "perplexity", routers.DECLARED]
+  assert many[1].chosen == loaded_library.route(PY_PROMPT[:80], config).chosen
+
+
+def test_cli_route_honours_the_declared_flag(tiny_library, tmp_path, capsys):
+  prompt = tmp_path / "p.md"
+  prompt.write_text(f"```java\n{PY_PROMPT[:120]}\n```")
+  assert cli.main(["library", "route", str(tiny_library), "--file", str(prompt), "--json"]) == 0
+  assert json.loads(capsys.readouterr().out)["chosen"] == "java"
+  assert cli.main(["library", "route", str(tiny_library), "--file", str(prompt), "--json", "--no-declared"]) == 0
+  assert json.loads(capsys.readouterr().out)["chosen"] == "python"

@@ -22,7 +22,10 @@ def test_eval_router_reads_routed_pass_from_each_systems_results(tiny_library, t
           "--held-out-windows", "2", "--held-out-seqlen", "64", "--gen-batch-size", "4", "--out", str(out)]
   result = eval_router.main(args)
   assert json.loads(out.read_text())["pass_at_1"] == result["pass_at_1"]
-  assert set(result["pass_at_1"]) == {"dense", "python", "java", "routed (classifier)", "routed (perplexity)"}
+  assert set(result["pass_at_1"]) == {"dense", "python", "java", "routed (classifier)", "routed (perplexity)",
+                                      "routed (declared+classifier)"}
+  # plain code prompts declare no language: honouring declarations changes nothing
+  assert result["routing"]["declared+classifier"]["chosen"] == result["routing"]["classifier"]["chosen"]
   assert result["labels"] == {"python": "python", "java": "java"}
   systems = {p.stem: json.loads(p.read_text())["solved"] for p in (tmp_path / "router-systems").glob("*.json")}
   for router in ("classifier", "perplexity"):
