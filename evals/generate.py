@@ -59,6 +59,11 @@ def _count_compile(event: str, seconds: float, **_unused) -> None:
 jax.monitoring.register_event_duration_secs_listener(_count_compile)
 
 
+def compile_seconds() -> float:
+  """Seconds JAX has spent tracing, lowering and compiling in this process so far."""
+  return _compile_seconds[0]
+
+
 @dataclasses.dataclass(frozen=True)
 class GenerateConfig:
   """How to sample.
@@ -142,13 +147,16 @@ def decode(tree_def, params, state, logits: jax.Array, done: jax.Array, row_keys
            start: jax.Array, temperature: jax.Array, top_p: jax.Array, eos: jax.Array, *, steps: int):
   """``steps`` cached decode steps: (tokens [batch, steps], last logits, done, state).
 
+  Row ``r``'s key at step ``t`` is ``row_keys[r]`` folded with ``start + t`` (``start``: one step index, or one
+  per row).
+
   Finished rows emit and consume ``PAD``; a row finishes when it samples an id in ``eos``.
   The cache (``state``) is donated: updated in place, not copied at every call.
   """
 
   def step(carry, t):
     state, logits, done = carry
-    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, start + t)
+    keys = jax.vmap(jax.random.fold_in)(row_keys, jnp.broadcast_to(start + t, row_keys.shape))
     token = jnp.where(done, PAD, sample_next(logits, keys, temperature, top_p))
     done = done | jnp.isin(token, eos)
     model = prefill.bind(tree_def, params, state)

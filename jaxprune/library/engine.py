@@ -1,16 +1,19 @@
-"""The serving engine: a queue of generation requests, batched by sub-model, run off the event loop.
+"""The serving engine: generation requests batched by sub-model, continuously, off the event loop.
 
-One worker task drains the queue: every request waiting when it wakes is
-routed (``auto``), grouped by sub-model and sampling settings, and each group
-is generated as one batch (`evals.generate.generate_ids`) in a single
-generation thread, so the event loop keeps accepting requests meanwhile.
-Requests that arrive during a batch form the next one. Switching sub-model
-re-applies a mask to the one base model (`jaxprune.library.models`).
+Requests go into an inbox; one generation thread takes them, routes the
+``auto`` ones, and runs the oldest request's group (sub-model and sampling
+settings) as one decode batch (`jaxprune.library.batching.Running`), so the
+event loop keeps accepting requests meanwhile. Between decode chunks the
+batch's finished rows are answered and freed, and requests of the same group
+that arrived since join the free rows (continuous batching); requests for
+another sub-model wait until the batch drains, then the oldest of them picks
+the next group. Switching sub-model re-applies a mask to the one base model
+(`jaxprune.library.models`).
 
-Streaming: after every decode chunk the generation thread hands each row's
-new text to its request's event queue. Cancelling (a timeout, a client gone)
-marks the request: a queued request is dropped, a running row stops at the
-next chunk, and a batch whose rows are all cancelled ends there.
+Streaming: after every decode chunk each row's new text goes to its
+request's event queue. Cancelling (a timeout, a client gone) marks the
+request: a waiting request is dropped, a running row is freed at the next
+chunk.
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ import dataclasses
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
 from jaxprune.errors import JaxpruneError
+from jaxprune.evals import generate as gen
+from jaxprune.library import batching
 from jaxprune.library import models as models_lib
 from jaxprune.library import routers
 
@@ -41,8 +47,10 @@ class ServeConfig:
     path: the library folder.
     host, port: where to listen (localhost only by default).
     api_key: if set, requests need ``Authorization: Bearer <api_key>``.
-    batch_size: rows per compiled generation call.
-    chunk: decode steps between stop checks and stream updates.
+    batch_size: rows per compiled generation call at most.
+    min_rows: rows a batch is compiled with at least (a power of two up to ``batch_size``), so that requests
+      arriving while it runs can join it.
+    chunk: decode steps between stop checks, stream updates and joins.
     timeout_s: a request still unanswered after this long is cancelled.
     max_tokens: the largest ``max_tokens`` a request may ask for.
     default_max_tokens: ``max_tokens`` when a request gives none (cut to the context left).
@@ -56,6 +64,7 @@ class ServeConfig:
   port: int = 8000
   api_key: str | None = None
   batch_size: int = 8
+  min_rows: int = 4
   chunk: int = 16
   timeout_s: float = 600.0
   max_tokens: int = 4096
@@ -65,8 +74,9 @@ class ServeConfig:
   route: tuple[tuple[str, Any], ...] = ()
 
   def __post_init__(self):
-    if min(self.batch_size, self.chunk, self.max_tokens, self.default_max_tokens, self.max_body_bytes) < 1:
-      raise JaxpruneError("batch_size, chunk, max_tokens, default_max_tokens and max_body_bytes must be at least 1")
+    if min(self.batch_size, self.min_rows, self.chunk, self.max_tokens, self.default_max_tokens, self.max_body_bytes) < 1:
+      raise JaxpruneError("batch_size, min_rows, chunk, max_tokens, default_max_tokens and max_body_bytes must be"
+                          " at least 1")
     if self.timeout_s <= 0:
       raise JaxpruneError(f"--timeout {self.timeout_s} must be above 0 seconds")
 
@@ -107,22 +117,25 @@ class Timeout(Exception):
 
 
 class Engine:
-  """The queue, the worker task and the generation thread over one `SubModels`."""
+  """The inbox, the worker task and the generation thread over one `SubModels`."""
 
   def __init__(self, models: models_lib.SubModels, config: ServeConfig):
     self.models = models
     self.config = config
     self.route_config = models_lib.route_config(models.lib, **dict(config.route))
     models.check(self.route_config.default)
-    # rows_padded: compiled rows x decode steps paid for; compile_s: seconds compiling new batch shapes
-    self.stats = {"batches": 0, "requests": 0, "cancelled": 0, "rows_generated": 0, "rows_padded": 0,
+    # joined: requests that joined a running batch; rows_padded: compiled rows x decode steps paid for;
+    # compile_s: seconds compiling new shapes
+    self.stats = {"batches": 0, "requests": 0, "joined": 0, "cancelled": 0, "rows_generated": 0, "rows_padded": 0,
                   "compile_s": 0.0}
-    self._queue: asyncio.Queue | None = None
+    self._inbox: deque[Request] = deque()  # appended by the event loop, taken by the generation thread
+    self._ready: list[Request] = []  # generation thread only: taken, routed, waiting for a batch
+    self._wake: asyncio.Event | None = None
     self._task: asyncio.Task | None = None
     self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxprune-generate")
 
   async def start(self) -> None:
-    self._queue = asyncio.Queue()
+    self._wake = asyncio.Event()
     self._task = asyncio.create_task(self._worker())
 
   async def stop(self) -> None:
@@ -138,7 +151,8 @@ class Engine:
     """
     request.loop, request.events = asyncio.get_running_loop(), asyncio.Queue()
     deadline = time.monotonic() + self.config.timeout_s
-    self._queue.put_nowait(request)
+    self._inbox.append(request)
+    self._wake.set()
     try:
       while True:
         try:
@@ -154,93 +168,123 @@ class Engine:
   async def _worker(self) -> None:
     loop = asyncio.get_running_loop()
     while True:
-      batch = [await self._queue.get()]
-      while not self._queue.empty():
-        batch.append(self._queue.get_nowait())
-      try:
-        await loop.run_in_executor(self._thread, self._run, batch)
-      except Exception as err:  # a failure answers the batch's requests, never stops the worker
-        log.exception("generation failed")
-        for request in batch:
-          request.emit("error", err)
+      await self._wake.wait()
+      self._wake.clear()  # requests arriving from now on wake the next round, if this one misses them
+      await loop.run_in_executor(self._thread, self._drain)
 
   # ------------------------------------------------------------------------- #
   # In the generation thread
   # ------------------------------------------------------------------------- #
 
-  def _run(self, batch: list[Request]) -> None:
-    live = self._drop_cancelled(batch)
-    auto = [r for r in live if r.model == AUTO]
+  def _drain(self) -> None:
+    """Batches until no request waits."""
+    while True:
+      taken: list[Request] = []
+      try:
+        self._collect()
+        if not self._ready:
+          return
+        self._run_batch(taken)
+      except Exception as err:  # a failure answers the requests it touched, never stops the worker
+        log.exception("generation failed")
+        for request in taken or self._ready:
+          if not request.cancelled.is_set():
+            request.emit("error", err)
+        if not taken:
+          self._ready.clear()
+
+  def _collect(self) -> None:
+    """Move the inbox's requests to the ready list (cancelled ones dropped), routing the ``auto`` ones."""
+    new = []
+    while self._inbox:
+      new.append(self._inbox.popleft())
+    self._ready = self._drop_cancelled(self._ready + new)
+    auto = [r for r in self._ready if r.model == AUTO and r.route is None]
     for request, route in zip(auto, self.models.route_many([r.route_text for r in auto], self.route_config)):
       request.route = route
-    groups: dict[tuple, list[Request]] = {}
-    for request in live:
-      name = request.route.chosen if request.route else request.model
-      groups.setdefault((name, request.temperature, request.top_p, request.seed), []).append(request)
-    for (name, *_), group in groups.items():
-      for part in self._fitting(group):
-        part = self._drop_cancelled(part)
-        if part:
-          self._generate(name, part)
 
   def _drop_cancelled(self, requests: list[Request]) -> list[Request]:
     live = [r for r in requests if not r.cancelled.is_set()]
     self.stats["cancelled"] += len(requests) - len(live)
     return live
 
-  def _fitting(self, group: list[Request]) -> list[list[Request]]:
-    """The group cut so that each part's longest prompt plus its largest max_tokens fits the context."""
-    parts: list[list[Request]] = []
-    for request in sorted(group, key=lambda r: len(r.prompt_ids)):
-      part = parts[-1] if parts else None
-      if part is not None and len(request.prompt_ids) + max(r.max_tokens for r in (*part, request)) \
-          <= self.models.max_positions:
-        part.append(request)
-      else:
-        parts.append([request])
-    return parts
+  @staticmethod
+  def _group(request: Request) -> tuple[str, float, float]:
+    return (request.route.chosen if request.route else request.model, request.temperature, request.top_p)
 
-  def _generate(self, name: str, group: list[Request]) -> None:
-    from jaxprune.evals import generate as gen
+  def _rows(self, waiting: int) -> int:
+    rows = max(self.config.min_rows, 1 << max(0, waiting - 1).bit_length())
+    return min(self.config.batch_size, rows)
 
+  def _run_batch(self, taken: list[Request]) -> None:
+    """The oldest ready request's group as one batch; same-group requests join its free rows as they come."""
+    key = self._group(self._ready[0])
+    rows = self._rows(sum(self._group(r) == key for r in self._ready))
+    first = [r for r in self._ready if self._group(r) == key][:rows]
+    self._ready = [r for r in self._ready if r not in first]
+    taken += first
+    name, temperature, top_p = key
+    model = self.models.model(name)
+    config = batching.BatchConfig(rows=rows, chunk=self.config.chunk, temperature=temperature, top_p=top_p)
+    clock = gen.compile_seconds()
+    running = batching.Running(model, [r.prompt_ids for r in first], first, [r.max_tokens for r in first],
+                               [r.seed for r in first], self._eos, config, self.models.max_positions)
+    self.stats["batches"] += 1
+    generated = {k: [] for k in running.busy}
+    while True:
+      for k in running.busy:
+        if running.tags[k].cancelled.is_set():
+          running.release(k)
+          self.stats["cancelled"] += 1
+      self._collect()
+      for request in [r for r in self._ready if self._group(r) == key]:
+        if running.free_row() is None:
+          break
+        if running.fits(len(request.prompt_ids), request.max_tokens):
+          self._ready.remove(request)
+          taken.append(request)
+          generated[running.join(request.prompt_ids, request, request.seed)] = []
+          self.stats["joined"] += 1
+      if not running.can_step():
+        break
+      new = running.step()
+      self.stats["rows_padded"] += rows * config.chunk
+      for k, tokens in new.items():
+        request = running.tags[k]
+        generated[k].extend(tokens)
+        if self._advance(name, request, generated[k], ended=bool(running.done[k])):
+          running.release(k)
+    for k in running.busy:  # the cache is full (not expected: rows join only while their budget fits)
+      self._advance(name, running.tags[k], generated[k], ended=True)
+    self.stats["compile_s"] += gen.compile_seconds() - clock
+
+  @property
+  def _eos(self) -> list[int]:
+    return gen.eos_ids_of(self.models.loaded)
+
+  def _advance(self, name: str, request: Request, ids: list[int], ended: bool) -> bool:
+    """Stream ``request``'s new text; answer it if it is finished (end of sequence, stop string, max_tokens)."""
     tokenizer = self.models.tokenizer
-    first = group[0]
-    config = gen.GenerateConfig(max_new_tokens=max(r.max_tokens for r in group), temperature=first.temperature,
-                                top_p=first.top_p, batch_size=self.config.batch_size, chunk=self.config.chunk,
-                                seed=first.seed)
-    hold = max((len(s) for r in group for s in r.stop), default=1) - 1
-
-    def stopped(i: int, ids: list[int]) -> bool:
-      request = group[i]
-      if request.cancelled.is_set():
-        return True
-      ids = ids[:request.max_tokens]  # a row runs in whole chunks: past its own max_tokens is not its text
-      text = gen.completion_text(tokenizer, request.prompt_ids, ids)
-      hit = any(s in text for s in request.stop)
-      safe = gen.truncate(text, request.stop)
-      safe = safe[:max(request.sent, len(safe) - hold)].rstrip("\ufffd")
+    ids = _strip(ids, self._eos)[:request.max_tokens]
+    full = gen.completion_text(tokenizer, request.prompt_ids, ids)
+    text = gen.truncate(full, request.stop)
+    if not (ended or text != full or len(ids) >= request.max_tokens):
+      hold = max((len(s) for s in request.stop), default=1) - 1  # a stop string may be starting
+      safe = text[:max(request.sent, len(text) - hold)].rstrip("\ufffd")
       if len(safe) > request.sent:
         request.emit("delta", safe[request.sent:])
         request.sent = len(safe)
-      return hit or len(ids) >= request.max_tokens
+      return False
+    finish = "length" if len(ids) >= request.max_tokens and text == full else "stop"
+    if len(text) > request.sent:
+      request.emit("delta", text[request.sent:])
+    self.stats["requests"] += 1
+    self.stats["rows_generated"] += len(ids)
+    request.emit("done", Result(text, finish, len(ids), name, request.route))
+    return True
 
-    model = self.models.model(name)
-    self.stats["batches"] += 1
-    spent: dict[str, float] = {}
-    out = gen.generate_ids(model, [r.prompt_ids for r in group], config, eos_ids=gen.eos_ids_of(self.models.loaded),
-                           stopped=stopped, max_positions=self.models.max_positions, stats=spent)
-    self.stats["compile_s"] += spent.get("compile_s", 0.0)
-    self.stats["rows_padded"] += int(spent.get("decode_row_steps", 0))
-    for request, (ids,) in zip(group, out):
-      if request.cancelled.is_set():
-        self.stats["cancelled"] += 1
-        continue
-      ids = ids[:request.max_tokens]
-      full = gen.completion_text(tokenizer, request.prompt_ids, ids)
-      text = gen.truncate(full, request.stop)
-      finish = "length" if len(ids) >= request.max_tokens and text == full else "stop"
-      if len(text) > request.sent:
-        request.emit("delta", text[request.sent:])
-      self.stats["requests"] += 1
-      self.stats["rows_generated"] += len(ids)
-      request.emit("done", Result(text, finish, len(ids), name, request.route))
+
+def _strip(ids: list[int], eos_ids: list[int]) -> list[int]:
+  """Ids up to the first end-of-sequence id (exclusive)."""
+  ends = set(eos_ids)
+  return next((ids[:k] for k, t in enumerate(ids) if t in ends), ids)

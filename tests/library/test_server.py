@@ -24,8 +24,8 @@ JAVA_PROMPT = source(JAVA, 5)[:60]
 @contextlib.contextmanager
 def running(submodels, **options):
   """A server in a thread on a free port; yields (base URL, app)."""
-  config = engine.ServeConfig(path=str(submodels.lib.path), port=0, batch_size=4, max_tokens=48,
-                              max_body_bytes=50_000, **options)
+  options = {"batch_size": 4, "max_tokens": 48, "max_body_bytes": 50_000, **options}
+  config = engine.ServeConfig(path=str(submodels.lib.path), port=0, **options)
   with server.running(submodels, config) as (url, app):
     yield url, app
 
@@ -208,3 +208,16 @@ def test_jaxprune_serve_runs_until_interrupted(tiny_library):
     proc.send_signal(signal.SIGINT)
     proc.wait(60)
   assert f"127.0.0.1:{port}" in proc.stderr.read().decode()
+
+
+def test_a_request_arriving_mid_batch_joins_it_and_gets_its_own_answer(submodels):
+  with running(submodels, chunk=1, max_tokens=300) as (url, app):
+    stats = app.state.engine.stats
+    client = openai.OpenAI(base_url=url, api_key="x", max_retries=0, timeout=120)
+    stream = client.completions.create(model="java", prompt=JAVA_PROMPT, max_tokens=300, temperature=0, stream=True)
+    pieces = [next(iter(stream)).choices[0].text]  # the first request's batch is decoding now
+    second = client.completions.create(model="java", prompt=JAVA_PROMPT[:30], max_tokens=10, temperature=0)
+    pieces += [c.choices[0].text for c in stream]
+    assert stats["joined"] == 1 and stats["batches"] == 1, stats
+    assert second.choices[0].text == _direct(submodels, "java", submodels.encode(JAVA_PROMPT[:30]), 10)
+    assert "".join(pieces) == _direct(submodels, "java", submodels.encode(JAVA_PROMPT), 300)
