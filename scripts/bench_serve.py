@@ -120,13 +120,18 @@ def roofline(models, concurrencies: list[int], batch_size: int) -> dict[str, Any
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+  from jaxprune.library import engine
+
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--lib", required=True, help="library folder (jaxprune library build)")
   p.add_argument("--model", default=None, help="sub-model the load goes to (default: the library's first)")
   p.add_argument("--requests", type=int, default=32, help="requests per concurrency level")
   p.add_argument("--concurrency", default="1,4", help="requests in flight, comma-separated")
   p.add_argument("--max-tokens", type=int, default=64, help="tokens generated per request")
-  p.add_argument("--batch-size", type=int, default=8, help="the server's rows per generation batch")
+  p.add_argument("--batch-size", type=int, default=engine.ServeConfig.batch_size,
+                 help="the server's rows per generation batch at most (%(default)s)")
+  p.add_argument("--min-rows", type=int, default=engine.ServeConfig.min_rows,
+                 help="the server's rows per batch at least, room for requests that join (%(default)s)")
   p.add_argument("--switches", type=int, default=8)
   p.add_argument("--out", required=True, help="JSON to write")
   args = p.parse_args(argv)
@@ -134,16 +139,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   import openai
 
   from jaxprune import runs, store
-  from jaxprune.library import engine, server
+  from jaxprune.library import server
   from jaxprune.library import models as models_lib
 
   models = models_lib.SubModels.load(args.lib)
   target = args.model or models.names[0]
   prompts = workload(args.requests)
   result: dict[str, Any] = {"library": args.lib, "base": models.lib.manifest["base"], "model": target,
-                            "max_tokens": args.max_tokens, "batch_size": args.batch_size,
+                            "max_tokens": args.max_tokens, "batch_size": args.batch_size, "min_rows": args.min_rows,
                             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
-  config = engine.ServeConfig(path=args.lib, port=0, batch_size=args.batch_size, timeout_s=3600)
+  config = engine.ServeConfig(path=args.lib, port=0, batch_size=args.batch_size, min_rows=args.min_rows,
+                              timeout_s=3600)
   with server.running(models, config) as (url, app):
     client = openai.OpenAI(base_url=url, api_key="-", max_retries=0, timeout=3600)
     started = time.perf_counter()

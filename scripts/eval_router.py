@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   unknown = [t for t in tasks if t not in TASK_LANGUAGE]
   if unknown:
     sys.exit(f"unknown task {unknown[0]}: use {', '.join(TASK_LANGUAGE)}")
-  models = models_lib.SubModels.load(args.lib)
+  models = models_lib.SubModels.load(args.lib, lazy=True)  # weights only for the perplexity router or generation
   labels = labels_of(models.lib, dict(x.split("=", 1) for x in args.label))
   route_config = models_lib.route_config(models.lib)
   out = Path(args.out)

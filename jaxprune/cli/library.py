@@ -134,7 +134,10 @@ def add_serve(sub) -> None:
   p.add_argument("--host", default=defaults.host, help="address to bind (%(default)s: this machine only)")
   p.add_argument("--port", type=int, default=defaults.port, help="%(default)s")
   p.add_argument("--api-key", default=defaults.api_key, help="require `Authorization: Bearer KEY`")
-  p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="rows per generation batch (%(default)s)")
+  p.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                 help="rows per generation batch at most (%(default)s)")
+  p.add_argument("--min-rows", type=int, default=defaults.min_rows,
+                 help="rows a batch is compiled with at least, so that later requests can join it (%(default)s)")
   p.add_argument("--timeout", type=float, default=defaults.timeout_s,
                  help="seconds a request may take before it is cancelled (%(default)s)")
   p.add_argument("--max-tokens", type=int, default=defaults.max_tokens,
@@ -150,6 +153,7 @@ def run_serve(args) -> int:
 
   config = server.ServeConfig(
       path=args.path, host=args.host, port=args.port, api_key=args.api_key, batch_size=args.batch_size,
+      min_rows=args.min_rows,
       timeout_s=args.timeout, max_tokens=args.max_tokens, max_body_bytes=args.max_body_bytes, dtype=args.dtype,
       route=tuple((k, v) for k, v in _overrides(args).items() if v is not None))
   print(f"serving {args.path} on http://{args.host}:{args.port}/v1 (Ctrl-C stops)", file=sys.stderr, flush=True)

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -33,27 +34,44 @@ class SubModels:
   """The library's base model (loaded once) and its sub-models; safe to call from several threads."""
 
   def __init__(self, lib: store.Library, loaded, classifier):
+    """``loaded``: the base (`converters.LoadedModel`), or a function that loads it when first needed."""
     self.lib = lib
-    self.loaded = loaded
+    self._loaded = loaded
     self.classifier = classifier
     self.names = lib.names
     self.languages = declared.submodel_languages(lib.manifest)
     self.switches: list[float] = []  # seconds of each switch, for benchmarks
     self._stored: dict[str, tuple] = {}
-    self._active: tuple[str, object] = (DENSE, loaded.model)
+    self._active: tuple[str, object] = (DENSE, None)
+    self._tokenizer = None
     self._lock = threading.RLock()
 
   @classmethod
-  def load(cls, path: str | os.PathLike, *, dtype=None) -> SubModels:
+  def load(cls, path: str | os.PathLike, *, dtype=None, lazy: bool = False) -> SubModels:
+    """The library at ``path`` with its base loaded (``lazy``: loaded when a model is first needed, so routing
+    with the classifier and reading the tokenizer never load the weights)."""
     from jaxprune import converters
 
     lib = store.open_library(path)
-    loaded = converters.load_model(str(lib.base), dtype=dtype)
-    return cls(lib, loaded, store.read_classifier(lib))
+    loader = functools.partial(converters.load_model, str(lib.base), dtype=dtype)
+    return cls(lib, loader if lazy else loader(), store.read_classifier(lib))
+
+  @property
+  def loaded(self):
+    """The base model (loaded now if it was not)."""
+    with self._lock:
+      if callable(self._loaded):
+        log.info("loading the base of %s", self.lib.path)
+        self._loaded = self._loaded()
+      return self._loaded
 
   @property
   def tokenizer(self):
-    return self.loaded.tokenizer
+    if not callable(self._loaded):
+      return self._loaded.tokenizer
+    if self._tokenizer is None:
+      self._tokenizer = store.base_tokenizer(self.lib)
+    return self._tokenizer
 
   @property
   def max_positions(self) -> int:
@@ -165,23 +183,10 @@ class _Losses:
     return self._losses[name]
 
 
-class _ClassifierOnly:
-  """A routing context without the model: enough for the classifier (no weights loaded)."""
-
-  def __init__(self, lib: store.Library):
-    self.names = lib.names
-    self.languages = declared.submodel_languages(lib.manifest)
-    self.classifier = store.read_classifier(lib)
-
-  def mean_nll(self, name: str, text: str) -> float | None:
-    raise JaxpruneError("the perplexity router needs the model: use SubModels.load")
-
-
 def route_text(path: str | os.PathLike, text: str, **overrides) -> routers.Route:
   """Route ``text`` with the library's router settings and ``overrides``; loads the model only if the router needs it."""
   lib = store.open_library(path)
   config = route_config(lib, **overrides)
   if config.default != DENSE and config.default not in lib.names:
     raise JaxpruneError(f"--default {config.default!r} is not a sub-model: use {DENSE} or one of {', '.join(lib.names)}")
-  context = _ClassifierOnly(lib) if config.router == "classifier" else SubModels.load(path)
-  return routers.route(context, text, config)
+  return routers.route(SubModels.load(path, lazy=True), text, config)  # the classifier needs no weights

@@ -299,7 +299,7 @@ def _add_into(partial: Path, manifest: dict[str, Any], config: LibraryConfig, to
   return manifest
 
 
-def _base_tokenizer(lib: Library):
+def base_tokenizer(lib: Library):
   from transformers import AutoTokenizer
 
   return AutoTokenizer.from_pretrained(str(lib.base))
@@ -315,7 +315,7 @@ def add(config: LibraryConfig) -> Library:
   for name, run in config.runs:
     _check_run(name, run, base["hash"], base["id"])
   claim = outputs.claim_dir(lib.path, "library", overwrite=True, flag="LIB", inputs=[r for _, r in config.runs])
-  tokenizer = _base_tokenizer(lib)
+  tokenizer = base_tokenizer(lib)
   manifest = json.loads(json.dumps(lib.manifest))
   return _edit(claim, lib, lambda partial: _add_into(partial, manifest, config, tokenizer))
 

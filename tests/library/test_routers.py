@@ -132,3 +132,16 @@ def test_cli_route_honours_the_declared_flag(tiny_library, tmp_path, capsys):
   assert json.loads(capsys.readouterr().out)["chosen"] == "java"
   assert cli.main(["library", "route", str(tiny_library), "--file", str(prompt), "--json", "--no-declared"]) == 0
   assert json.loads(capsys.readouterr().out)["chosen"] == "python"
+
+
+def test_a_lazy_library_loads_the_base_only_when_a_model_is_needed(tiny_library, monkeypatch):
+  from jaxprune import converters
+
+  calls = []
+  load = converters.load_model
+  monkeypatch.setattr(converters, "load_model", lambda *a, **k: calls.append(a) or load(*a, **k))
+  lazy = models.SubModels.load(tiny_library, lazy=True)
+  assert lazy.route(JAVA_PROMPT, routers.RouteConfig()).chosen == "java" and lazy.encode("class A")
+  assert calls == []  # the classifier and the tokenizer need no weights
+  assert lazy.route(JAVA_PROMPT, routers.RouteConfig(router="perplexity", min_margin=0.0)).router == "perplexity"
+  assert len(calls) == 1 and lazy.max_positions == 1024
