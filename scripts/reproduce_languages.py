@@ -165,6 +165,66 @@ def paired_test(a: dict, b: dict) -> dict[str, Any] | None:
   return {"only_a": only_a, "only_b": only_b, "difference": (len(sa) - len(sb)) / a["problems"], "p": float(p)}
 
 
+def problem_ids(exp: Experiment, task: str) -> list[str]:
+  """The task ids of the HumanEval problems a column is scored on."""
+  from jaxprune.evals import humaneval
+
+  language = humaneval.language(task)
+  return [p.task_id for p in humaneval.select(language.problems()[0], humaneval.HumanEvalConfig(limit=exp.limit))]
+
+
+def pooled_test(he: dict, problem_ids: dict[str, list[str]], resamples: int = 10_000,
+                seed: int = 0) -> dict[str, Any] | None:
+  """The diagonal's advantage pooled over the columns that have a diagonal sub-model.
+
+  Per problem of a column, the advantage is whether the column's diagonal
+  sub-model solves it minus the share of the other sub-models that do; the
+  statistic is its mean over every problem of those columns (points of
+  pass@1). It uses the sub-models that have all those columns. A problem's
+  translations are one unit: ``p`` is a one-sided randomization test (if
+  calibration language did not matter, the sub-models would be exchangeable on
+  each problem, so each problem's results are shuffled among them, one
+  shuffle for all its translations, ``resamples`` times) and the 95% interval
+  resamples problems (a cluster bootstrap). ``problem_ids``: each column's
+  problems. None when no column has a diagonal and another sub-model.
+  """
+  rng = np.random.default_rng(seed)
+  columns = [t for t in HUMANEVAL if "solved" in he.get(f"wanda50-{LANGUAGE_OF[t]}", {}).get(t, {})]
+  models = [m for m in he if m != "dense" and all("solved" in he[m].get(t, {}) for t in columns)]
+  columns = [t for t in columns if f"wanda50-{LANGUAGE_OF[t]}" in models]
+  models = [m for m in models if all("solved" in he[m].get(t, {}) for t in columns)]
+  if not columns or len(models) < 2:
+    return None
+  clusters = sorted({pid for t in columns for pid in problem_ids[t]})
+  where = {pid: k for k, pid in enumerate(clusters)}
+  x = np.full((len(clusters), len(columns), len(models)), np.nan)  # solved, NaN: no such translation
+  for j, t in enumerate(columns):
+    for m, model in enumerate(models):
+      solved = set(he[model][t]["solved"])
+      x[[where[pid] for pid in problem_ids[t]], j, m] = [pid in solved for pid in problem_ids[t]]
+  diag = np.array([models.index(f"wanda50-{LANGUAGE_OF[t]}") for t in columns])
+  onehot = np.eye(len(models), dtype=bool)[diag]  # [column, model]
+
+  def advantage(x) -> float:
+    own = np.take_along_axis(x, diag[None, :, None], axis=2)[..., 0]
+    others = np.where(onehot[None], np.nan, x)
+    d = own - np.nanmean(others, axis=2)
+    return float(np.nanmean(d))
+
+  observed = advantage(x)
+  shuffled = np.empty(resamples)
+  boot = np.empty(resamples)
+  for r in range(resamples):
+    order = np.argsort(rng.random((len(clusters), len(models))), axis=1)
+    shuffled[r] = advantage(np.take_along_axis(x, order[:, None, :], axis=2))
+    boot[r] = advantage(x[rng.integers(0, len(clusters), len(clusters))])
+  solved = np.nansum(x, axis=0)  # [column, model]
+  return {"columns": columns, "models": models, "problems": int(np.sum(~np.isnan(x[..., 0]))),
+          "advantage": observed, "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+          "p": float((1 + np.sum(shuffled >= observed - 1e-12)) / (1 + resamples)), "resamples": resamples,
+          "diagonal_best": int(sum(solved[j, diag[j]] >= solved[j].max() for j in range(len(columns))))}
+
+
 def humaneval_tables(exp: Experiment, results: dict) -> list[str]:
   """The pass@1 tables: calibration x language, the drop against dense, the paired tests of each diagonal."""
   he = results["humaneval"]
@@ -200,6 +260,16 @@ def humaneval_tables(exp: Experiment, results: dict) -> list[str]:
     for t, row in tests.items():
       for other, r in row.items():
         lines.append(f"| {t} | {other} | {100 * r['difference']:+.1f} | {r['only_a']} | {r['only_b']} | {r['p']:.3f} |")
+  pooled = results.get("pooled")
+  if pooled:
+    lo, hi = pooled["ci95"]
+    lines += ["", f"Pooled over {len(pooled['columns'])} columns ({pooled['problems']} problems; sub-models"
+              f" {', '.join(pooled['models'])}): the diagonal sub-model"
+              f" solves {100 * pooled['advantage']:+.1f} points more than the mean of the other sub-models"
+              f" (95% bootstrap interval {100 * lo:+.1f} to {100 * hi:+.1f}); randomization test, one-sided"
+              f" p = {pooled['p']:.4f} ({pooled['resamples']:,} shuffles of each problem's results among the"
+              f" sub-models, one per problem for all its translations; the interval resamples problems); the diagonal is the best sub-model (ties included) in {pooled['diagonal_best']} of"
+              f" {len(pooled['columns'])} columns."]
   base = {name: row["humaneval"] for name, row in results["baselines"].items() if row.get("humaneval")}
   if base:
     lines += ["", "Baselines on HumanEval (seed 0):", "", "| sub-model | " + " | ".join(HUMANEVAL) + " |",
@@ -280,6 +350,7 @@ def main(argv: list[str] | None = None) -> None:
       tests = {other: paired_test(diagonal, row[t]) for other, row in results["humaneval"].items()
                if other not in ("dense", f"wanda50-{LANGUAGE_OF[t]}") and t in row}
       results["paired"][t] = {k: v for k, v in tests.items() if v is not None}
+  results["pooled"] = pooled_test(results["humaneval"], {t: problem_ids(exp, t) for t in HUMANEVAL})
 
   for key in args.baselines:
     label, options = BASELINES[key]
