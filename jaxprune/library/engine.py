@@ -5,9 +5,9 @@ Requests go into an inbox; one generation thread takes them, routes the
 settings) as one decode batch (`jaxprune.library.batching.Running`), so the
 event loop keeps accepting requests meanwhile. Between decode chunks the
 batch's finished rows are answered and freed, and requests of the same group
-that arrived since join the free rows (continuous batching); requests for
-another sub-model wait until the batch drains, then the oldest of them picks
-the next group. Switching sub-model re-applies a mask to the one base model
+that arrived since join the free rows (continuous batching). Once a request
+of another group waits, nothing more joins: the batch drains, then the oldest
+waiting request picks the next group, so no sub-model waits forever. Switching sub-model re-applies a mask to the one base model
 (`jaxprune.library.models`).
 
 Streaming: after every decode chunk each row's new text goes to its
@@ -237,7 +237,8 @@ class Engine:
           running.release(k)
           self.stats["cancelled"] += 1
       self._collect()
-      for request in [r for r in self._ready if self._group(r) == key]:
+      others_wait = any(self._group(r) != key for r in self._ready)  # then none joins: the batch drains
+      for request in [] if others_wait else [r for r in self._ready if self._group(r) == key]:
         if running.free_row() is None:
           break
         if running.fits(len(request.prompt_ids), request.max_tokens):

@@ -221,3 +221,19 @@ def test_a_request_arriving_mid_batch_joins_it_and_gets_its_own_answer(submodels
     assert stats["joined"] == 1 and stats["batches"] == 1, stats
     assert second.choices[0].text == _direct(submodels, "java", submodels.encode(JAVA_PROMPT[:30]), 10)
     assert "".join(pieces) == _direct(submodels, "java", submodels.encode(JAVA_PROMPT), 300)
+
+
+def test_once_another_sub_model_waits_nothing_joins_the_running_batch(submodels):
+  with running(submodels, chunk=1, max_tokens=300) as (url, app):
+    stats = app.state.engine.stats
+    client = openai.OpenAI(base_url=url, api_key="x", max_retries=0, timeout=120)
+    stream = client.completions.create(model="java", prompt=JAVA_PROMPT, max_tokens=300, temperature=0, stream=True)
+    next(iter(stream))  # the Java batch is decoding now
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+      python = pool.submit(client.completions.create, model="python", prompt=PY_PROMPT, max_tokens=5, temperature=0)
+      time.sleep(0.2)
+      java = pool.submit(client.completions.create, model="java", prompt=JAVA_PROMPT[:30], max_tokens=5, temperature=0)
+      answers = [python.result(), java.result()]
+    list(stream)
+    assert [a.model for a in answers] == ["python", "java"]
+    assert stats["joined"] == 0 and stats["batches"] == 3, stats  # java, python, then java again
