@@ -145,7 +145,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   models = models_lib.SubModels.load(args.lib)
   target = args.model or models.names[0]
   prompts = workload(args.requests)
-  result: dict[str, Any] = {"library": args.lib, "base": models.lib.manifest["base"], "model": target,
+  result: dict[str, Any] = {"command": " ".join(["python", "scripts/bench_serve.py", *(sys.argv[1:] if argv is None
+                                                                                      else argv)]),
+                            "library": args.lib, "base": models.lib.manifest["base"], "model": target,
                             "max_tokens": args.max_tokens, "batch_size": args.batch_size, "min_rows": args.min_rows,
                             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
   config = engine.ServeConfig(path=args.lib, port=0, batch_size=args.batch_size, min_rows=args.min_rows,

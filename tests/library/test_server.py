@@ -211,7 +211,7 @@ def test_jaxprune_serve_runs_until_interrupted(tiny_library):
 
 
 def test_a_request_arriving_mid_batch_joins_it_and_gets_its_own_answer(submodels):
-  with running(submodels, chunk=1, max_tokens=300) as (url, app):
+  with running(submodels, chunk=1, max_tokens=300, min_rows=4) as (url, app):
     stats = app.state.engine.stats
     client = openai.OpenAI(base_url=url, api_key="x", max_retries=0, timeout=120)
     stream = client.completions.create(model="java", prompt=JAVA_PROMPT, max_tokens=300, temperature=0, stream=True)
@@ -224,7 +224,7 @@ def test_a_request_arriving_mid_batch_joins_it_and_gets_its_own_answer(submodels
 
 
 def test_once_another_sub_model_waits_nothing_joins_the_running_batch(submodels):
-  with running(submodels, chunk=1, max_tokens=300) as (url, app):
+  with running(submodels, chunk=1, max_tokens=300, min_rows=4) as (url, app):
     stats = app.state.engine.stats
     client = openai.OpenAI(base_url=url, api_key="x", max_retries=0, timeout=120)
     stream = client.completions.create(model="java", prompt=JAVA_PROMPT, max_tokens=300, temperature=0, stream=True)
