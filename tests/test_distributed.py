@@ -71,13 +71,13 @@ def _wait(proc: subprocess.Popen, timeout: float) -> int:
     pytest.fail(f"process {proc.args[proc.args.index('--process-id') + 1]} hung for {timeout} s")
 
 
-@pytest.mark.parametrize("extra", [(), ("--mesh", "data=2,model=2", "--params", "host")],
-                         ids=["data-mesh", "model-axis-host-params"])
 HANG_S = 300
 """A process still running after this long has hung (a quiet 2-core machine takes about 30 s; with other jobs
 holding both cores it took over 120 s)."""
 
 
+@pytest.mark.parametrize("extra", [(), ("--mesh", "data=2,model=2", "--params", "host")],
+                         ids=["data-mesh", "model-axis-host-params"])
 def test_two_processes_give_the_single_process_masks(tiny, tmp_path, extra):
   folder, tokens = tiny
   out = tmp_path / "multi"
