@@ -49,7 +49,7 @@ def _launch(tiny, out: Path, port: int, logs: Path, *extra: str) -> list[subproc
   """Both processes of a 2-process run; each its own session, so it can be killed whole."""
   folder, tokens = tiny
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "TMPDIR": str(logs),
-         "PYTHONPATH": str(REPO)}
+         "PYTHONPATH": str(REPO), "PYTHONFAULTHANDLER": "1"}  # SIGABRT then prints every thread's stack
   env.pop(distributed.WORKER_ENV, None)
   procs = []
   for i in range(2):
@@ -62,13 +62,18 @@ def _launch(tiny, out: Path, port: int, logs: Path, *extra: str) -> list[subproc
   return procs
 
 
-def _wait(proc: subprocess.Popen, timeout: float) -> int:
+def _wait(proc: subprocess.Popen, timeout: float, log: Path | None = None) -> int:
+  """The exit code; a process still running after ``timeout`` fails the test with its stacks."""
   try:
     return proc.wait(timeout=timeout)
   except subprocess.TimeoutExpired:
+    os.kill(proc.pid, signal.SIGABRT)  # faulthandler writes where it hung to its stderr
+    time.sleep(2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    pytest.fail(f"process {proc.args[proc.args.index('--process-id') + 1]} hung for {timeout} s")
+    pid = proc.args[proc.args.index('--process-id') + 1]
+    err = log.read_text(errors="replace") if log is not None and log.exists() else ""
+    pytest.fail(f"process {pid} hung for {timeout} s:\n{err[-6000:]}")
 
 
 HANG_S = 300
@@ -83,7 +88,7 @@ def test_two_processes_give_the_single_process_masks(tiny, tmp_path, extra):
   out = tmp_path / "multi"
   procs = _launch(tiny, out, _free_port(), tmp_path, *extra)
   single = pruning.prune(converters.load_model(str(folder)), np.load(tokens), config=pruning.PruneConfig(microbatch=4))
-  codes = [_wait(p, HANG_S) for p in procs]
+  codes = [_wait(p, HANG_S, tmp_path / f"err{i}") for i, p in enumerate(procs)]
   assert codes == [0, 0], [(tmp_path / f"err{i}").read_text()[-2000:] for i in range(2)]
 
   stored, _ = store.load_masks(out)

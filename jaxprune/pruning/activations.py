@@ -17,10 +17,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from penzai import pz
 
 from jaxprune.pruning import blocks as block_ops
+from jaxprune.pruning import sharding
 from jaxprune.model import weights
 from jaxprune.errors import JaxpruneError
 
-_embed = jax.jit(block_ops.embed)
+_embed = sharding.one_at_a_time(jax.jit(block_ops.embed))
 
 
 def check_tokens(tokens, vocab_size: int | None, max_positions: int | None) -> np.ndarray:

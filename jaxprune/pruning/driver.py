@@ -144,10 +144,13 @@ class PruneResult:
 # Model structure
 
 
-_block_forward = jax.jit(block_ops.block_forward)
-_block_statistics = jax.jit(block_ops.block_statistics)
-_choose_masks = jax.jit(methods.choose_masks, static_argnames=("method", "pattern", "config"))
-_update_matrix = jax.jit(methods.update_matrix, static_argnames=("method", "pattern", "config"))
+# Every program of the driver goes through `sharding.one_at_a_time` (a no-op but on multi-process CPU).
+_block_forward = sharding.one_at_a_time(jax.jit(block_ops.block_forward))
+_block_statistics = sharding.one_at_a_time(jax.jit(block_ops.block_statistics))
+_choose_masks = sharding.one_at_a_time(
+    jax.jit(methods.choose_masks, static_argnames=("method", "pattern", "config")))
+_update_matrix = sharding.one_at_a_time(
+    jax.jit(methods.update_matrix, static_argnames=("method", "pattern", "config")))
 
 
 # --------------------------------------------------------------------------- #

@@ -223,9 +223,31 @@ class Placement:
     self.peak = memory.merge(self.peak, memory.sample(self.devices, self.watched))
 
 
+def one_at_a_time(fn):
+  """``fn`` (a jitted program), waiting for its result when CPU processes share collectives.
+
+  XLA:CPU's cross-process collectives (gloo, jax 0.10) can deadlock when
+  several programs with collectives are in flight at once: one process's
+  devices wait in an all-reduce of one program while a device of the other
+  process waits on another (seen in about half the two-process runs of
+  ``tests/test_distributed.py``). Dispatching a program only once the previous
+  one finished rules that out. Single-process runs and accelerators, whose
+  streams order the programs, keep asynchronous dispatch.
+  """
+
+  @functools.wraps(fn)
+  def call(*args, **kwargs):
+    out = fn(*args, **kwargs)
+    if jax.process_count() > 1 and jax.default_backend() == "cpu":
+      jax.block_until_ready(out)
+    return out
+
+  return call
+
+
 @functools.lru_cache(maxsize=8)
 def _replicator(mesh: Mesh):
-  return jax.jit(lambda tree: tree, out_shardings=NamedSharding(mesh, PartitionSpec()))
+  return one_at_a_time(jax.jit(lambda tree: tree, out_shardings=NamedSharding(mesh, PartitionSpec())))
 
 
 def replicate(tree, mesh: Mesh):
