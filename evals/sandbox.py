@@ -293,6 +293,10 @@ def _classify(report: dict, timed_out: bool, init_code: int) -> tuple[str, int |
   return ("timeout" if last == -signal.SIGXCPU else "failed"), last, len(codes) - 1
 
 
+SANDBOX_DIR = "<sandbox>"
+"""How a program's output names its (deleted) working directory."""
+
+
 def _run_once(program: Program, config: SandboxConfig, namespaced: bool) -> SandboxResult:
   start = time.monotonic()
   workdir = tempfile.mkdtemp(prefix="jaxprune-sbx-", dir=config.tmp_root)
@@ -334,7 +338,9 @@ def _run_once(program: Program, config: SandboxConfig, namespaced: bool) -> Sand
     status, code, failed = _classify(report, timed_out, init_code)
     if status == "failed" and failed is not None and failed < program.compile_commands:
       status = "compile_error"
-    stdout, stderr = _tail(out, config.output_chars), _tail(err, config.output_chars)
+    # The working directory is deleted below: its name in the output (tracebacks, test messages) is
+    # written as <sandbox>, so results files carry no machine path.
+    stdout, stderr = (_tail(f, config.output_chars).replace(workdir, SANDBOX_DIR) for f in (out, err))
     if status == "error":
       stderr = f"{report['error']}\n{stderr}"
     marker = program.success_marker

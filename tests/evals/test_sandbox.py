@@ -114,6 +114,12 @@ def test_working_dir_is_fresh_and_deleted(tmp_path):
   assert list(tmp_path.iterdir()) == []
 
 
+def test_output_names_the_working_dir_sandbox():
+  result = py("import os, sys; print(os.getcwd()); sys.exit(f'failed in {os.getcwd()}/main.py')")
+  assert result.stdout.strip() == sandbox.SANDBOX_DIR
+  assert "failed in <sandbox>/main.py" in result.stderr and "jaxprune-sbx-" not in result.stderr
+
+
 def test_cpu_limit_is_a_timeout():
   result = py("while True: pass", timeout_s=20, cpu_s=1)
   assert result.status == "timeout" and result.returncode == -signal.SIGXCPU
