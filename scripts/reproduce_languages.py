@@ -276,6 +276,14 @@ def humaneval_tables(exp: Experiment, results: dict) -> list[str]:
               "|---|" + "---|" * len(HUMANEVAL)]
     for name, row in base.items():
       lines.append(f"| {name} | " + " | ".join(_cell(row.get(t)) for t in HUMANEVAL) + " |")
+    versus = {name: row["vs_wanda"] for name, row in results["baselines"].items() if row.get("vs_wanda")}
+    if versus:
+      lines += ["", "Each baseline against the Wanda 50% sub-model of the same calibration, McNemar's exact test"
+                " over the same problems (two-sided):", "",
+                "| baseline | column | difference, points | only baseline | only Wanda | p |", "|---|---|---|---|---|---|"]
+      for name, row in versus.items():
+        for t, r in row.items():
+          lines.append(f"| {name} | {t} | {100 * r['difference']:+.1f} | {r['only_a']} | {r['only_b']} | {r['p']:.3f} |")
   if any(results.get("sampled", {}).values()):
     lines += ["", "## HumanEval pass@1 and pass@10 from sampling (T=0.8, top-p 0.95; the paper's metric)", "",
               "| model | " + " | ".join(HUMANEVAL) + " |", "|---|" + "---|" * len(HUMANEVAL)]
@@ -360,9 +368,14 @@ def main(argv: list[str] | None = None) -> None:
       own = [t for t in HUMANEVAL if LANGUAGE_OF[t] == c]
       he = {"none": (), "own": tuple(dict.fromkeys(own + ["humaneval"])) if own else (), "all": HUMANEVAL}
       ev = cells(run, name, ppl_tasks + he[args.baseline_humaneval])
+      cells_he = {t: ev[t] for t in he[args.baseline_humaneval] if t in ev}
+      wanda_he = results["humaneval"].get(f"wanda50-{c}", {})
       results["baselines"][f"{label} · {c or 'no calibration'}"] = {
           "ppl": {d: ev[f"ppl:{d}"] for d in EVAL if f"ppl:{d}" in ev},
-          "humaneval": {t: ev[t] for t in he[args.baseline_humaneval] if t in ev}}
+          "humaneval": cells_he,
+          # the method effect beyond chance: this baseline against the Wanda sub-model of its calibration
+          "vs_wanda": {t: r for t in cells_he if t in wanda_he
+                       and (r := paired_test(cells_he[t], wanda_he[t])) is not None}}
 
   if args.sampled:  # pass@10 as the paper reports it: dense and the diagonal cells
     runs_of = {c: wanda_runs[c][0] for c in calib}

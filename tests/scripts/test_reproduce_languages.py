@@ -152,6 +152,35 @@ def test_humaneval_tables_mark_the_diagonal_and_the_best(reproduction):
   assert any("-33.3" in line for line in lines if line.startswith("| wanda50-python |"))
 
 
+def test_baselines_are_tested_against_the_wanda_sub_model_of_their_calibration():
+  exp = type("E", (), {"chat": True, "limit": 3, "max_new_tokens": 8})()
+  cell = lambda solved: {"pass@1": len(solved) / 3, "problems": 3, "solved": solved}
+  he = {"dense": {"humaneval": cell(["a", "b", "c"])}, "wanda50-python": {"humaneval": cell(["a"])}}
+  sparsegpt = {"humaneval": cell(["a", "b", "c"])}
+  versus = {"humaneval": reproduce_languages.paired_test(sparsegpt["humaneval"], he["wanda50-python"]["humaneval"])}
+  results = {"humaneval": he, "baselines": {"sparsegpt 50% · python": {
+      "ppl": {}, "humaneval": sparsegpt, "vs_wanda": versus}}}
+  lines = reproduce_languages.humaneval_tables(exp, results)
+  assert "| sparsegpt 50% · python | humaneval | +66.7 | 2 | 0 | 0.500 |" in lines
+
+
+def test_the_run_tests_each_baseline_against_its_wanda_sub_model(reproduction, tmp_path):
+  import shutil
+
+  folder, out = reproduction
+  copy = tmp_path / "out"
+  shutil.copytree(out, copy)  # every sub-model cached: only the baseline's HumanEval cell is new
+  reproduce_languages.main(["--model", str(folder), "--out", str(copy), "--seeds", "0", "1", "--nsamples", "2",
+                            "--seqlen", "32", "--eval-windows", "2", "--limit", "1", "--max-new-tokens", "4",
+                            "--calib", "python", "java", "--baselines", "sparsegpt", "--baseline-humaneval", "own"])
+  baselines = json.loads((copy / "languages.json").read_text())["results"]["baselines"]
+  for calib, columns in (("python", {"humaneval"}), ("java", {"humaneval", "humaneval-java"})):
+    row = baselines[f"sparsegpt 50% · {calib}"]
+    assert set(row["humaneval"]) == set(row["vs_wanda"]) == columns
+    assert all(0 <= r["p"] <= 1 for r in row["vs_wanda"].values())
+  assert "Each baseline against the Wanda 50% sub-model of the same calibration" in (copy / "languages.md").read_text()
+
+
 def test_a_full_report_with_the_same_settings_is_reused():
   from _reproduce import _report_fits
 
