@@ -225,6 +225,17 @@ def pooled_test(he: dict, problem_ids: dict[str, list[str]], resamples: int = 10
           "diagonal_best": int(sum(solved[j, diag[j]] >= solved[j].max() for j in range(len(columns))))}
 
 
+def _paired_table(caption: str, headers: tuple[str, str, str, str], tests: dict[str, dict[str, dict]]) -> list[str]:
+  """``tests[outer][inner]`` (`paired_test` results) as a markdown table; headers: outer, inner, only a, only b."""
+  outer, inner, only_a, only_b = headers
+  lines = ["", caption, "", f"| {outer} | {inner} | difference, points | {only_a} | {only_b} | p |",
+           "|---|---|---|---|---|---|"]
+  for a, row in tests.items():
+    for b, r in row.items():
+      lines.append(f"| {a} | {b} | {100 * r['difference']:+.1f} | {r['only_a']} | {r['only_b']} | {r['p']:.3f} |")
+  return lines
+
+
 def humaneval_tables(exp: Experiment, results: dict) -> list[str]:
   """The pass@1 tables: calibration x language, the drop against dense, the paired tests of each diagonal."""
   he = results["humaneval"]
@@ -254,12 +265,9 @@ def humaneval_tables(exp: Experiment, results: dict) -> list[str]:
              else None, "+.1f") for t in HUMANEVAL) + " |")
   tests = results.get("paired", {})
   if any(tests.values()):
-    lines += ["", "Does the diagonal sub-model beat the others beyond chance? McNemar's exact test over the"
-              " same problems (two-sided; only-diag / only-other: problems solved by one of the two only):", "",
-              "| column | diagonal vs | difference, points | only diagonal | only other | p |", "|---|---|---|---|---|---|"]
-    for t, row in tests.items():
-      for other, r in row.items():
-        lines.append(f"| {t} | {other} | {100 * r['difference']:+.1f} | {r['only_a']} | {r['only_b']} | {r['p']:.3f} |")
+    lines += _paired_table("Does the diagonal sub-model beat the others beyond chance? McNemar's exact test over"
+                           " the same problems (two-sided; only-diag / only-other: problems solved by one of the two"
+                           " only):", ("column", "diagonal vs", "only diagonal", "only other"), tests)
   pooled = results.get("pooled")
   if pooled:
     lo, hi = pooled["ci95"]
@@ -278,12 +286,9 @@ def humaneval_tables(exp: Experiment, results: dict) -> list[str]:
       lines.append(f"| {name} | " + " | ".join(_cell(row.get(t)) for t in HUMANEVAL) + " |")
     versus = {name: row["vs_wanda"] for name, row in results["baselines"].items() if row.get("vs_wanda")}
     if versus:
-      lines += ["", "Each baseline against the Wanda 50% sub-model of the same calibration, McNemar's exact test"
-                " over the same problems (two-sided):", "",
-                "| baseline | column | difference, points | only baseline | only Wanda | p |", "|---|---|---|---|---|---|"]
-      for name, row in versus.items():
-        for t, r in row.items():
-          lines.append(f"| {name} | {t} | {100 * r['difference']:+.1f} | {r['only_a']} | {r['only_b']} | {r['p']:.3f} |")
+      lines += _paired_table("Each baseline against the Wanda 50% sub-model of the same calibration, McNemar's"
+                             " exact test over the same problems (two-sided):",
+                             ("baseline", "column", "only baseline", "only Wanda"), versus)
   if any(results.get("sampled", {}).values()):
     lines += ["", "## HumanEval pass@1 and pass@10 from sampling (T=0.8, top-p 0.95; the paper's metric)", "",
               "| model | " + " | ".join(HUMANEVAL) + " |", "|---|" + "---|" * len(HUMANEVAL)]
