@@ -17,8 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from jaxprune.evals.codegen import SamplingConfig
 from jaxprune.evals.tasks import EvalConfig
 
@@ -274,92 +272,3 @@ def evaluate_cached(exp: Experiment, run: Path | Callable[[], Path] | None, name
       settings[task] = exp.eval_settings(task)
       _write_json(path, cached)
   return cached
-
-
-def mask_distances_cached(exp: Experiment, runs_by_domain: dict[str, list[Callable[[], Path]]],
-                          names: dict[str, list[str]], *, compute: bool = True) -> dict[str, Any] | None:
-  """`mask_distances`, from ``OUT/distances.json`` if it was computed from the same runs.
-
-  The key is each run's committed run.json (calibration and options), so a
-  fresh checkout reuses the distances without pruning the sub-models again;
-  the plot and the compare report are remade only when the distances are.
-  """
-  path = exp.out / "distances.json"
-
-  def key() -> dict[str, Any]:
-    found = {}
-    for name in (n for runs in names.values() for n in runs):
-      record = exp.out / "runs" / name / "run.json"
-      info = json.loads(record.read_text()) if record.exists() else {}
-      found[name] = {"calibration": {k: v for k, v in (info.get("calibration") or {}).items() if k != "provenance"},
-                     "options": info.get("options")}
-    return found
-
-  if path.exists():
-    cached, now = json.loads(path.read_text()), key()
-    if cached.get("key") == now and all(v["options"] for v in now.values()):
-      return cached["distances"]
-  if not compute:
-    return None
-  distances = mask_distances(exp, {d: [run() for run in runs] for d, runs in runs_by_domain.items()})
-  _write_json(path, {"key": key(), "distances": distances})
-  return distances
-
-
-def mask_distances(exp: Experiment, runs_by_domain: dict[str, list[Path]]) -> dict[str, Any]:
-  """Jaccard distances within a domain (across seeds) and across domains (same seed)."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  from jaxprune import compare
-  from jaxprune.compare import report as compare_report
-
-  paths = [p for runs in runs_by_domain.values() for p in runs]
-  runs, packed = compare.load_runs(paths)
-  by_label = {r.label: r for r in runs}
-  rows = compare.pairwise(runs, packed)
-  seed_of = {r.label: r.calibration.get("seed") for r in runs}
-  pairs: dict[tuple[str, str], list] = {}
-  for row in rows:
-    pairs.setdefault((row.run_a, row.run_b), []).append(row)
-  within, across, table = [], [], {}
-  layers: dict[str, dict[int, list[float]]] = {"within": {}, "across": {}}
-  for (a, b), pair_rows in pairs.items():
-    ra, rb = by_label[a], by_label[b]
-    if ra.domain == rb.domain:
-      group = "within"
-    elif seed_of[a] == seed_of[b]:
-      group = "across"
-    else:
-      continue
-    mean = float(np.mean([r.distance for r in pair_rows]))
-    (within if group == "within" else across).append(mean)
-    if group == "across" and seed_of[a] == exp.seeds[0]:
-      table[f"{ra.domain} vs {rb.domain} (seed {seed_of[a]})"] = [mean]
-    if group == "within":
-      table.setdefault(f"{ra.domain} vs {ra.domain} (seeds)", []).append(mean)
-    for r in pair_rows:
-      layers[group].setdefault(r.layer, []).append(r.distance)
-
-  fig, ax = plt.subplots(figsize=(7, 4))
-  for group, style in (("within", "-o"), ("across", "-s")):
-    xs = sorted(layers[group])
-    ax.plot(xs, [np.mean(layers[group][x]) for x in xs], style, markersize=3,
-            label=f"{group} language ({'across seeds' if group == 'within' else 'same seed'})")
-  ax.set_xlabel("layer")
-  ax.set_ylabel("Jaccard distance of kept weights")
-  ax.set_title(f"{exp.model}: mask distance per layer (Wanda 50%)")
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(exp.out / "layers_within_vs_across.png", dpi=120)
-  plt.close(fig)
-
-  first = [str(p) for p, r in zip(paths, runs) if seed_of[r.label] == exp.seeds[0]]
-  compare_report.write_report(compare_report.CompareConfig(runs=tuple(first), out=str(exp.out / "compare"),
-                                                           overwrite=True))
-  return {"within_mean": float(np.mean(within)) if within else float("nan"), "within_pairs": len(within),
-          "across_mean": float(np.mean(across)) if across else float("nan"), "across_pairs": len(across),
-          "pairs": {k: float(np.mean(v)) for k, v in table.items()},
-          "per_layer": {g: {str(k): float(np.mean(v)) for k, v in sorted(d.items())} for g, d in layers.items()}}

@@ -39,13 +39,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from _reproduce import (  # noqa: E402
-    Experiment,
-    evaluate_cached,
-    lazy_run,
-    mask_distances_cached,
-    parse_args,
-)
+from _distances import mask_distances_cached  # noqa: E402
+from _reproduce import Experiment, evaluate_cached, lazy_run, parse_args  # noqa: E402
 
 CALIB = ("python", "java", "cpp", "javascript", "english", "generic")
 EVAL = ("python", "java", "cpp", "javascript", "english")
@@ -365,6 +360,10 @@ def main(argv: list[str] | None = None) -> None:
       results["paired"][t] = {k: v for k, v in tests.items() if v is not None}
   results["pooled"] = pooled_test(results["humaneval"], {t: problem_ids(exp, t) for t in HUMANEVAL})
 
+  # The distances before the baselines: they need every Wanda run's masks (never committed), so they
+  # are best made in one go, before hours of baselines end a session and take the masks with them.
+  distances = mask_distances_cached(exp, wanda_runs, wanda_names, compute=compute)
+
   for key in args.baselines:
     label, options = BASELINES[key]
     for c in ((None,) if key == "magnitude" else calib):
@@ -391,7 +390,6 @@ def main(argv: list[str] | None = None) -> None:
         name = f"wanda50-{LANGUAGE_OF[t]}"
         results["sampled"].setdefault(name, {}).update(cells(runs_of[LANGUAGE_OF[t]], f"{name}-s{args.seeds[0]}", (task,)))
 
-  distances = mask_distances_cached(exp, wanda_runs, wanda_names, compute=compute)
   elapsed = time.perf_counter() - start
   payload = {"experiment": exp.record(), "results": results, "distances": distances,
              "elapsed_s": elapsed, "complete": _complete(results, calib, args)}

@@ -88,21 +88,59 @@ def test_rerun_reuses_every_run(reproduction):
   assert "(25 more not needed: their results were cached)" in (out / "languages.md").read_text()
 
 
-def test_fresh_checkout_with_committed_results_prunes_nothing(reproduction, tmp_path):
-  """What git keeps (run.json, evaluations, distances) is enough to remake the tables."""
+def _fresh_checkout(out: Path, clone: Path) -> Path:
+  """A copy of ``out`` as git keeps it: each run's run.json without its masks."""
   import shutil
 
-  model, out = reproduction
-  clone = tmp_path / "clone"
   shutil.copytree(out, clone)
   for run in (clone / "runs").iterdir():
     for item in run.iterdir():
       if item.name != "run.json":
         shutil.rmtree(item) if item.is_dir() else item.unlink()
+  return clone
+
+
+def test_fresh_checkout_with_committed_results_prunes_nothing(reproduction, tmp_path):
+  """What git keeps (run.json, evaluations, distances) is enough to remake the tables."""
+  model, out = reproduction
+  clone = _fresh_checkout(out, tmp_path / "clone")
   _reproduce(model, clone)
   assert "pruning 0 sub-models and reusing 0" in (clone / "languages.md").read_text()
   assert json.loads((clone / "languages.json").read_text())["results"] == json.loads(
       (out / "languages.json").read_text())["results"]
+
+
+def test_distances_interrupted_on_another_machine_keep_their_finished_pairs(reproduction, tmp_path):
+  """Pairs are cached one by one: a new checkout prunes only the runs of the missing pairs."""
+  model, out = reproduction
+  clone = _fresh_checkout(out, tmp_path / "clone")
+  state = json.loads((clone / "distances.json").read_text())
+  del state["distances"]  # the session ended before the last pairs
+  dropped = [p for p in state["pairs"] if "wanda50-python-s1" in p.split(" | ")]
+  assert len(dropped) == 1 + len(reproduce_languages.CALIB) - 1  # python across seeds; seed 1 across domains
+  for p in dropped:
+    del state["pairs"][p]
+  (clone / "distances.json").write_text(json.dumps(state))
+  _reproduce(model, clone)
+  # python-s1, python-s0 (its seed partner) and the other domains' seed-1 runs; no seed-0 run of another domain
+  assert f"pruning {len(reproduce_languages.CALIB) + 1} sub-models" in (clone / "languages.md").read_text()
+  assert not (clone / "runs" / "wanda50-java-s0" / "masks").exists()
+  again, first = (json.loads((d / "languages.json").read_text())["distances"] for d in (clone, out))
+  assert again["within_pairs"] == first["within_pairs"] and again["across_pairs"] == first["across_pairs"]
+  assert again["pairs"] == pytest.approx(first["pairs"], abs=1e-12)
+  for group in ("within", "across"):
+    assert again["per_layer"][group] == pytest.approx(first["per_layer"][group], abs=1e-12)
+
+
+def test_needed_pairs_are_seeds_within_a_domain_and_domains_within_a_seed():
+  from _distances import needed_pairs
+
+  names = {d: [f"{d}-s{k}" for k in range(3)] for d in ("python", "java", "cpp", "javascript", "english")}
+  pairs = needed_pairs(names)
+  assert sum(g == "within" for *_, g in pairs) == 5 * 3  # 3 pairs of seeds per domain
+  assert sum(g == "across" for *_, g in pairs) == 3 * 10  # 5 choose 2 domains per seed
+  assert ("python-s0", "python-s2", "within") in pairs and ("java-s1", "cpp-s1", "across") in pairs
+  assert not any(a.rsplit("-s")[1] != b.rsplit("-s")[1] for a, b, g in pairs if g == "across")
 
 
 def test_code_cells_keep_their_reports_and_solved_problems(reproduction):
