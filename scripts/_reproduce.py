@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -265,10 +266,38 @@ def evaluate_cached(exp: Experiment, run: Path | Callable[[], Path] | None, name
           model=exp.model, tasks=(base,), seqlen=exp.seqlen, max_windows=exp.eval_windows, batch_size=8,
           data=exp.data, greedy=not samples, num_samples=samples or SAMPLED.num_samples, limit=exp.limit,
           max_new_tokens=exp.max_new_tokens, gen_batch_size=exp.gen_batch_size, chat=exp.chat)
+      started = time.perf_counter()
       report = eval_tasks.run_tasks(loaded, config)[base]
+      cached.setdefault("_seconds", {})[task] = round(time.perf_counter() - started, 1)
       if "per_problem" in report:  # every completion, status and output tail: the cell's evidence
         _write_json(exp.out / "evals" / name / f"{task}.json", report)
       cached[task] = _summary(task, report)
       settings[task] = exp.eval_settings(task)
       _write_json(path, cached)
   return cached
+
+
+def recorded_seconds(exp: Experiment, names: list[str]) -> dict[str, Any]:
+  """The compute time the cached units of these sub-models (and dense) record, each its latest making.
+
+  Prunes: run.json's timings; code cells: their reports' seconds; perplexity cells: ``_seconds`` in
+  the sub-model's evaluations (cells cached before it was recorded are counted as untimed).
+  """
+  prune = [json.loads(p.read_text()).get("timings", {}).get("total") for n in names
+           if (p := exp.out / "runs" / n / "run.json").exists()]
+  code, ppl, untimed = [], [], 0
+  for name in ("dense", *names):
+    path = exp.out / "evals" / f"{name}.json"
+    cached = json.loads(path.read_text()) if path.exists() else {}
+    for task in (t for t in cached if not t.startswith("_")):
+      report = exp.out / "evals" / name / f"{task}.json"
+      if report.exists():
+        code.append(json.loads(report.read_text())["seconds"])
+      elif task in cached.get("_seconds", {}):
+        ppl.append(cached["_seconds"][task])
+      else:
+        untimed += 1
+  prune = [s for s in prune if s is not None]
+  return {"prune_s": sum(prune), "prunes": len(prune), "code_s": sum(code), "code_cells": len(code),
+          "ppl_s": sum(ppl), "ppl_cells_timed": len(ppl), "untimed_cells": untimed,
+          "total_s": sum(prune) + sum(code) + sum(ppl)}

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from _distances import mask_distances_cached  # noqa: E402
-from _reproduce import Experiment, evaluate_cached, lazy_run, parse_args  # noqa: E402
+from _reproduce import Experiment, evaluate_cached, lazy_run, parse_args, recorded_seconds  # noqa: E402
 
 CALIB = ("python", "java", "cpp", "javascript", "english", "generic")
 EVAL = ("python", "java", "cpp", "javascript", "english")
@@ -69,7 +69,8 @@ def _num(value: float | None, spec: str = ".2f") -> str:
   return "–" if value is None else format(value, spec)
 
 
-def _markdown(exp: Experiment, results: dict, distances: dict | None, elapsed: float, complete: dict) -> str:
+def _markdown(exp: Experiment, results: dict, distances: dict | None, elapsed: float, complete: dict,
+              compute: dict) -> str:
   dense = results["dense"]
   lines = [
       f"# Language-specific sub-models of {exp.model}",
@@ -77,6 +78,8 @@ def _markdown(exp: Experiment, results: dict, distances: dict | None, elapsed: f
       f"Made by `{exp.command}` {exp.timing(elapsed)}. Calibration: {exp.nsamples} x {exp.seqlen} tokens per run;"
       f" evaluation: {exp.eval_windows} held-out windows of {exp.seqlen} tokens per domain"
       f" (files disjoint from the calibration files); seeds {', '.join(map(str, exp.seeds))}.",
+      "",
+      _compute_line(compute),
   ]
   if not complete["all"]:
     lines += ["", f"**Partial**: {complete['code_cells']} of {complete['code_cells_wanted']} HumanEval cells and"
@@ -134,6 +137,22 @@ def _markdown(exp: Experiment, results: dict, distances: dict | None, elapsed: f
     lines.append(f"| {pair} | {value:.4f} |")
   lines += ["", "Per-layer curves: `layers_within_vs_across.png`; full report: `compare/index.html`."]
   return "\n".join(lines) + "\n"
+
+
+def _compute_line(compute: dict) -> str:
+  """The compute the cached results record, with the untimed perplexity cells at the timed ones' mean."""
+  hours = lambda seconds: f"{seconds / 3600:.1f} h"  # noqa: E731
+  line = (f"Compute time recorded by the cached results (each unit's latest making, summed over every run of this"
+          f" command): {hours(compute['total_s'])}: {compute['prunes']} prunes {hours(compute['prune_s'])},"
+          f" {compute['code_cells']} HumanEval cells {hours(compute['code_s'])},"
+          f" {compute['ppl_cells_timed']} perplexity cells {hours(compute['ppl_s'])}")
+  if compute["untimed_cells"] and compute["ppl_cells_timed"]:
+    each = compute["ppl_s"] / compute["ppl_cells_timed"]
+    line += (f"; {compute['untimed_cells']} perplexity cells made before their time was recorded, at the timed"
+             f" cells' mean ({each / 60:.1f} min), add about {hours(each * compute['untimed_cells'])}")
+  elif compute["untimed_cells"]:
+    line += f"; {compute['untimed_cells']} perplexity cells made before their time was recorded are not counted"
+  return line + "."
 
 
 def _cell(entry: dict | None) -> str:
@@ -364,10 +383,12 @@ def main(argv: list[str] | None = None) -> None:
   # are best made in one go, before hours of baselines end a session and take the masks with them.
   distances = mask_distances_cached(exp, wanda_runs, wanda_names, compute=compute)
 
+  baseline_names: list[str] = []
   for key in args.baselines:
     label, options = BASELINES[key]
     for c in ((None,) if key == "magnitude" else calib):
       name = f"{label.replace(' ', '-').replace(':', 'of').replace('%', '')}-{c or 'none'}-s{args.seeds[0]}"
+      baseline_names.append(name)
       run = lazy_run(exp, name, c, args.seeds[0], **options)
       own = [t for t in HUMANEVAL if LANGUAGE_OF[t] == c]
       he = {"none": (), "own": tuple(dict.fromkeys(own + ["humaneval"])) if own else (), "all": HUMANEVAL}
@@ -391,12 +412,13 @@ def main(argv: list[str] | None = None) -> None:
         results["sampled"].setdefault(name, {}).update(cells(runs_of[LANGUAGE_OF[t]], f"{name}-s{args.seeds[0]}", (task,)))
 
   elapsed = time.perf_counter() - start
+  compute_time = recorded_seconds(exp, [n for names in wanda_names.values() for n in names] + baseline_names)
   payload = {"experiment": exp.record(), "results": results, "distances": distances,
-             "elapsed_s": elapsed, "complete": _complete(results, calib, args)}
+             "elapsed_s": elapsed, "compute": compute_time, "complete": _complete(results, calib, args)}
   from jaxprune.store import write_json_atomic
 
   write_json_atomic(exp.out / "languages.json", payload)
-  markdown = _markdown(exp, results, distances, elapsed, payload["complete"])
+  markdown = _markdown(exp, results, distances, elapsed, payload["complete"], compute_time)
   (exp.out / "languages.md.tmp").write_text(markdown)
   (exp.out / "languages.md.tmp").replace(exp.out / "languages.md")
   print(markdown)

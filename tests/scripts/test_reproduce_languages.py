@@ -64,6 +64,19 @@ def test_every_table_is_filled(reproduction):
   assert 0 < distances["within_mean"] < 1 and 0 < distances["across_mean"] < 1
 
 
+def test_compute_time_sums_every_cached_unit(reproduction):
+  _, out = reproduction
+  compute = json.loads((out / "languages.json").read_text())["compute"]
+  calib = len(reproduce_languages.CALIB)
+  assert compute["prunes"] == 2 * calib + 2 * calib + 1  # Wanda x 2 seeds, 2:4 and SparseGPT, magnitude
+  assert compute["code_cells"] == len(reproduce_languages.HUMANEVAL) * (1 + calib)
+  assert compute["ppl_cells_timed"] == len(reproduce_languages.EVAL) * (1 + compute["prunes"])
+  assert compute["untimed_cells"] == 0
+  assert compute["total_s"] == pytest.approx(compute["prune_s"] + compute["code_s"] + compute["ppl_s"])
+  assert all(compute[k] > 0 for k in ("prune_s", "code_s", "ppl_s"))
+  assert f"{compute['total_s'] / 3600:.1f} h: {compute['prunes']} prunes" in (out / "languages.md").read_text()
+
+
 def test_markdown_marks_the_diagonal_and_relative_increase(reproduction):
   _, out = reproduction
   text = (out / "languages.md").read_text()
