@@ -125,7 +125,9 @@ def prune_run(loaded, calib_tokens: np.ndarray, config: pruning.PruneConfig, run
       "memory": result.memory,
       "block_sparsity": list(result.block_sparsity),
       "sparsity": result.report,
-      "timings": {**{k: round(v, 3) for k, v in result.timings.items()}, "total": round(elapsed, 3)},
+      # a resumed run's total includes the processes before this one
+      "timings": {**{k: round(v, 3) for k, v in result.timings.items()},
+                  "total": round(elapsed + result.timings.get("earlier_processes", 0.0), 3)},
       "devices": {"count": jax.device_count(), "platform": jax.devices()[0].platform,
                   "processes": jax.process_count(), "microbatch": result.microbatch, "mesh": result.mesh},
       "versions": versions(),

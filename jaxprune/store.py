@@ -228,8 +228,10 @@ class BlockCheckpointer:
     self.saved = self._manager.latest_step()  # the last step known complete on disk
     self._on_restore = on_restore
 
-  def save(self, step: int, masks, statistics, new_weights, activations) -> None:
-    """Save block ``step - 1``'s results (only its own) and the next inputs.
+  def save(self, step: int, masks, statistics, new_weights, activations,
+           timings: dict[str, float] | None = None) -> None:
+    """Save block ``step - 1``'s results (only its own), the next inputs and the seconds spent so far
+    (``timings``, so that a resumed run reports the time of all its processes).
 
     Each block's masks, statistics and weights go to ``blocks/NNNNN`` once;
     the step itself holds the activations and the list of finished blocks,
@@ -253,6 +255,7 @@ class BlockCheckpointer:
           "step": step,
           "activations": [list(x.shape) for x in (activations or [])],
           "activation_dtype": str(activations[0].dtype) if activations else "float32",
+          "timings": {k: float(v) for k, v in (timings or {}).items()},
       }
       arrays = {f"mb{i:05d}": x for i, x in enumerate(activations or [])} or {"none": np.zeros((1,), np.int8)}
       self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
@@ -276,7 +279,7 @@ class BlockCheckpointer:
       return ckptr.restore(path, args=ocp.args.Composite(results=ocp.args.StandardRestore(target))).results
 
   def restore(self, mesh):
-    """(next block, masks, statistics, weights, activations) or None.
+    """(next block, masks, statistics, weights, activations, timings saved with them) or None.
 
     Raises `JaxpruneError` (one line) when the saved state belongs to other
     options or cannot be read (a corrupt or truncated file).
@@ -327,7 +330,7 @@ class BlockCheckpointer:
                 for i, shape in enumerate(meta["activations"])}
       state = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
       activations = [state[k] for k in sorted(state)]
-    return meta["step"], masks, statistics, new_weights, activations
+    return meta["step"], masks, statistics, new_weights, activations, meta.get("timings", {})
 
   def abandon(self) -> None:
     """After a failure: let Orbax's background writes end before the error is reported."""

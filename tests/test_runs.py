@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -40,6 +41,8 @@ def test_resume_after_kill_gives_identical_masks(tiny, tokens_file, tmp_path):
   whole = runs.prune_run(loaded, tokens, config, runs.RunConfig(out=tmp_path / "whole"))
 
   def die_after_two(done, total, info):
+    if done == 1:
+      time.sleep(0.5)  # time the killed process spent: the resumed run's total must include it
     if done == 2:
       raise Killed
 
@@ -47,14 +50,19 @@ def test_resume_after_kill_gives_identical_masks(tiny, tokens_file, tmp_path):
     runs.prune_run(loaded, tokens, config, runs.RunConfig(out=tmp_path / "killed"), on_block=die_after_two)
   assert not (tmp_path / "killed" / "run.json").exists()
   seen = []
+  started = time.perf_counter()
   resumed = runs.prune_run(loaded, tokens, config, runs.RunConfig(out=tmp_path / "killed"),
                            on_block=lambda done, total, info: seen.append(done))
+  wall = time.perf_counter() - started
   assert seen == [3]  # only the last block ran again
   for name in whole.masks:
     np.testing.assert_array_equal(whole.masks[name], resumed.masks[name], err_msg=name)
   stored, _ = store.load_masks(tmp_path / "killed")
   for name in whole.masks:
     np.testing.assert_array_equal(stored[name], whole.masks[name])
+  timings = json.loads((tmp_path / "killed" / "run.json").read_text())["timings"]
+  assert timings["earlier_processes"] >= 0.5 and whole.timings["earlier_processes"] == 0.0
+  assert timings["earlier_processes"] < timings["total"] <= timings["earlier_processes"] + wall
 
 
 def test_resume_with_other_options_is_refused(tiny, tokens_file, tmp_path):

@@ -117,7 +117,8 @@ class PruneResult:
     report: HF name -> achieved sparsity, plus ``__total__``.
     weights: HF name -> updated weights [out, in] (SparseGPT only, else empty).
     block_sparsity: the sparsity each block was pruned at.
-    timings: seconds per phase.
+    timings: seconds per phase, over every process of a resumed run, and
+      ``earlier_processes``: the wall time of the processes before this one.
     microbatch: calibration sequences per compiled step (None without calibration).
     dtypes: the parameters' dtype, the compute (activation) dtype and the
       statistics' dtype, as they were in the run.
@@ -339,7 +340,11 @@ def _prune_blocks(prefix, blocks, tokens, config: PruneConfig, patterns: list[ma
   Only the block being pruned and the next one's transfer are on the devices
   (when the model's parameters live in host memory).
   """
-  timings = {"calibration_forward": 0.0, "masks": 0.0, "pruned_forward": 0.0, "checkpoint": 0.0}
+  started = time.perf_counter()
+  # Phases summed over every process of a resumed run; "earlier_processes": the wall time of those
+  # before this one (0 unless resumed), so that a run's total is its whole time.
+  timings = {"calibration_forward": 0.0, "masks": 0.0, "pruned_forward": 0.0, "checkpoint": 0.0,
+             "earlier_processes": 0.0}
   where = sharding.Placement(mesh, model if model is not None else pz.nn.Sequential(list(blocks)), activations.put)
   result_masks: dict[str, np.ndarray] = {}
   result_stats: dict[str, np.ndarray] = {}
@@ -348,7 +353,8 @@ def _prune_blocks(prefix, blocks, tokens, config: PruneConfig, patterns: list[ma
   if resume is not None:
     restored = resume.restore(mesh)
     if restored is not None:
-      start_block, result_masks, result_stats, new_weights, xs = restored
+      start_block, result_masks, result_stats, new_weights, xs, earlier = restored
+      timings = {k: v + earlier.get(k, 0.0) for k, v in timings.items()}
       if xs is not None:
         batches = activations.Batches(xs, activations.sample_weights(tokens.shape[0], microbatch, mesh))
       log.info("resuming after block %d", start_block)
@@ -375,7 +381,8 @@ def _prune_blocks(prefix, blocks, tokens, config: PruneConfig, patterns: list[ma
     new_weights.update(done.weights)
     if resume is not None:
       t0 = time.perf_counter()
-      resume.save(b + 1, done.masks, done.statistics, done.weights, batches.x if batches else None)
+      so_far = {**timings, "earlier_processes": timings["earlier_processes"] + time.perf_counter() - started}
+      resume.save(b + 1, done.masks, done.statistics, done.weights, batches.x if batches else None, so_far)
       timings["checkpoint"] += time.perf_counter() - t0
     if on_block is not None:
       on_block(b + 1, len(blocks), {"sparsity": patterns[b].sparsity})
