@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxprune.calibration import portable_path
 from jaxprune.compare import distances as compare
 
 STYLE = """
@@ -61,7 +62,7 @@ def _runs_table(runs: Sequence[compare.Run], rows: Sequence[compare.Row]) -> str
       [[i, r.label, r.domain or "unknown", r.model.get("id", "unknown"), opt(r, "sparsity"),
         opt(r, "pattern"), opt(r, "method"), "" if r.seed is None else r.seed,
         f"{compare.kept_fraction(rows, r.label):.2%}",
-        str(r.path)] for i, r in enumerate(runs)],
+        portable_path(str(r.path))] for i, r in enumerate(runs)],
   )
 
 

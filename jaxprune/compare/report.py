@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxprune import outputs
+from jaxprune.calibration import portable_path
 from jaxprune.compare import distances as compare
 from jaxprune.compare import html as compare_html, viz
 from jaxprune.model import spec
@@ -180,7 +181,7 @@ def _write_tables(rows: Sequence[compare.Row], runs: Sequence[compare.Run], dest
       "format": "jaxprune-compare/1",
       "definition": "distance = 1 - |A∩B|/|A∪B| of kept weights; two empty sets: 0;"
                     " mean_distance = unweighted mean over matrices",
-      "runs": [{"label": r.label, "path": str(r.path), "model": r.model, "domain": r.domain,
+      "runs": [{"label": r.label, "path": portable_path(str(r.path)), "model": r.model, "domain": r.domain,
                 "calibration": r.calibration, "options": r.options,
                 "kept_fraction": compare.kept_fraction(rows, r.label)} for r in runs],
       "pairs": pairs,

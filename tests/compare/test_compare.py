@@ -252,6 +252,21 @@ def test_existing_out_is_refused_then_overwritten(runs, tmp_path, capsys):
   assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
 
 
+def test_report_names_runs_by_paths_relative_to_the_working_folder(runs, tmp_path, monkeypatch, capsys):
+  """A report committed with a reproduction names its runs the same way on every machine."""
+  import shutil
+
+  for name, (path, _) in list(runs.items())[:2]:
+    shutil.copytree(path, tmp_path / "results" / "runs" / name)
+  monkeypatch.chdir(tmp_path)
+  rc, _, _ = run_cli("results/runs/py-a", "results/runs/py-b", "--out", "results/compare", capsys=capsys)
+  assert rc == 0
+  doc = json.loads((tmp_path / "results" / "compare" / "distances.json").read_text())
+  assert [r["path"] for r in doc["runs"]] == ["results/runs/py-a", "results/runs/py-b"]
+  page = (tmp_path / "results" / "compare" / "index.html").read_text()
+  assert "results/runs/py-a" in page and str(tmp_path) not in page
+
+
 def test_foreign_out_is_never_replaced(runs, tmp_path, capsys):
   out = tmp_path / "rep"
   out.mkdir()
