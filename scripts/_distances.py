@@ -109,29 +109,35 @@ def plot_layers(path: Path, model: str, per_layer: dict[str, dict[str, float]]) 
 
 def mask_distances_cached(exp, runs_by_domain: dict[str, list[Callable[[], Path]]],
                           names: dict[str, list[str]], *, compute: bool = True) -> dict[str, Any] | None:
-  """Jaccard distances within a domain (across seeds) and across domains (same seed), from
-  ``OUT/distances.json`` as far as its pairs were made from the same runs; the compare report of the
-  first seed's runs in ``OUT/compare``. ``compute=False``: None unless every pair is cached."""
+  """Jaccard distances within a domain (across seeds) and across domains (same seed), from the pairs in
+  ``OUT/distances.json`` made from the same runs, the missing ones made now; the compare report of the
+  first seed's runs in ``OUT/compare``, and the per-layer plot, once all pairs are made. ``compute=False``:
+  the pairs cached so far (``partial`` says how many of all), or None without any."""
   from jaxprune import store
   from jaxprune.compare import report as compare_report
 
   path = exp.out / "distances.json"
   keys = {name: _run_key(exp.out, name) for runs in names.values() for name in runs}
   cached = json.loads(path.read_text()) if path.exists() else {}
-  if cached.get("key") == keys and "distances" in cached and all(v["options"] for v in keys.values()):
-    return cached["distances"]
   old = cached.get("key", {})
+  # a pair stays while its runs are as they were; pairs of runs this invocation does not name are kept
+  valid = lambda n: n not in keys or (old.get(n) == keys[n] and bool(keys[n]["options"]))  # noqa: E731
+  found = {p: r for p, r in cached.get("pairs", {}).items() if all(valid(n) for n in p.split(" | "))}
   pairs = needed_pairs(names)
-  found = {p: r for p, r in cached.get("pairs", {}).items()
-           if all(n in keys and old.get(n) == keys[n] and keys[n]["options"] for n in p.split(" | "))}
   report_key = {n: keys[n] for runs in names.values() for n in runs[:1]}
-  state = {"key": keys, "pairs": found, "report_key": cached.get("report_key")}
+  domain_of = {name: d for d, runs in names.items() for name in runs}
+  seed_of = {name: key["calibration"].get("seed") for name, key in keys.items()}
+  state = {"key": {**old, **keys}, "pairs": found, "report_key": cached.get("report_key")}
 
   def save() -> None:
     store.write_json_atomic(path, state)
 
-  if not compute:
-    return None
+  done = [p for p in pairs if _pair_id(p[0], p[1]) in found]
+  if not compute or len(done) == len(pairs):  # nothing to make, or only what is cached
+    if not done:
+      return None
+    summary = summarize(done, found, domain_of, seed_of, set(report_key))
+    return summary if len(done) == len(pairs) else {**summary, "partial": f"{len(done)} of {len(pairs)}"}
   run_of = {name: run for d, runs in runs_by_domain.items() for name, run in zip(names[d], runs)}
   if state["report_key"] != report_key:  # the compare report of the first seed's sub-models
     first = [str(run_of[n]()) for n in report_key]
@@ -147,10 +153,6 @@ def mask_distances_cached(exp, runs_by_domain: dict[str, list[Callable[[], Path]
     found[_pair_id(a, b)] = pair_distances(run_of[a](), run_of[b]())
     save()
     missing = [p for p in missing if p[:2] != (a, b)]
-  domain_of = {name: d for d, runs in names.items() for name in runs}
-  seed_of = {name: key["calibration"].get("seed") for name, key in keys.items()}
   distances = summarize(pairs, found, domain_of, seed_of, set(report_key))
   plot_layers(exp.out / "layers_within_vs_across.png", exp.model, distances["per_layer"])
-  state["distances"] = distances
-  save()
   return distances

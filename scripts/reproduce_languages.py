@@ -129,6 +129,8 @@ def _markdown(exp: Experiment, results: dict, distances: dict | None, elapsed: f
   if distances is None:
     lines += ["Not computed yet: it needs every sub-model's masks (a run without --cached-only makes them)."]
     return "\n".join(lines) + "\n"
+  if "partial" in distances:
+    lines += [f"**Partial**: {distances['partial']} pairs are made (rerun without --cached-only to continue).", ""]
   lines += [f"- within a language, across seeds: {distances['within_mean']:.4f}"
             f" ({distances['within_pairs']} pairs)",
             f"- across languages, same seed: {distances['across_mean']:.4f} ({distances['across_pairs']} pairs)",

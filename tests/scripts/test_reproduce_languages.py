@@ -27,9 +27,9 @@ def _missing_corpora() -> list[str]:
   return missing
 
 
-def _reproduce(model: Path, out: Path) -> None:
+def _reproduce(model: Path, out: Path, *extra: str) -> None:
   reproduce_languages.main(["--model", str(model), "--out", str(out), "--seeds", "0", "1", "--nsamples", "2",
-                            "--seqlen", "32", "--eval-windows", "2", "--limit", "1", "--max-new-tokens", "4"])
+                            "--seqlen", "32", "--eval-windows", "2", "--limit", "1", "--max-new-tokens", "4", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -127,13 +127,18 @@ def test_distances_interrupted_on_another_machine_keep_their_finished_pairs(repr
   """Pairs are cached one by one: a new checkout prunes only the runs of the missing pairs."""
   model, out = reproduction
   clone = _fresh_checkout(out, tmp_path / "clone")
-  state = json.loads((clone / "distances.json").read_text())
-  del state["distances"]  # the session ended before the last pairs
+  state = json.loads((clone / "distances.json").read_text())  # as if the session ended before these pairs
   dropped = [p for p in state["pairs"] if "wanda50-python-s1" in p.split(" | ")]
   assert len(dropped) == 1 + len(reproduce_languages.CALIB) - 1  # python across seeds; seed 1 across domains
   for p in dropped:
     del state["pairs"][p]
   (clone / "distances.json").write_text(json.dumps(state))
+  _reproduce(model, clone, "--cached-only")  # the tables show the pairs made so far
+  partial = json.loads((clone / "languages.json").read_text())["distances"]
+  total = len(state["pairs"]) + len(dropped)
+  assert partial["partial"] == f"{total - len(dropped)} of {total}"
+  assert partial["across_pairs"] + partial["within_pairs"] == total - len(dropped)
+  assert f"**Partial**: {total - len(dropped)} of {total} pairs" in (clone / "languages.md").read_text()
   _reproduce(model, clone)
   # python-s1, python-s0 (its seed partner) and the other domains' seed-1 runs; no seed-0 run of another domain
   assert f"pruning {len(reproduce_languages.CALIB) + 1} sub-models" in (clone / "languages.md").read_text()
@@ -273,6 +278,9 @@ def test_sampled_cells_and_cached_only_tables(reproduction, tmp_path):
   assert set(cell) >= {"pass@1", "problems", "solved"} and "humaneval@2" not in report["results"]["sampled"]["wanda50-java"]
   report_file = json.loads((copy / "evals" / "wanda50-java-s0" / "humaneval-java@2.json").read_text())
   assert report_file["sampling"]["num_samples"] == 2 and report_file["sampling"]["temperature"] == 0.8
+  # a run naming fewer domains keeps the other domains' cached mask distances
+  assert json.loads((copy / "distances.json").read_text())["pairs"] == json.loads(
+      (out / "distances.json").read_text())["pairs"]
   # cached only, with a seed nothing was made for: its cells are missing, nothing is pruned or evaluated
   before = sorted(p.name for p in (copy / "runs").iterdir())
   partial = [*args[:7], "2", *args[7:]]  # --seeds 0 1 2
@@ -280,7 +288,8 @@ def test_sampled_cells_and_cached_only_tables(reproduction, tmp_path):
   assert sorted(p.name for p in (copy / "runs").iterdir()) == before
   markdown = (copy / "languages.md").read_text()
   assert "**Partial**: 12 of 12 HumanEval cells and 25 of 35 perplexity cells" in markdown, markdown
-  assert "Not computed yet" in markdown
+  # the distances of the seeds made so far: python and java, each within (seeds 0-1) and across (seeds 0, 1)
+  assert "**Partial**: 4 of 9 pairs are made" in markdown
   assert json.loads((copy / "languages.json").read_text())["complete"]["all"] is False
 
 
