@@ -301,3 +301,19 @@ def recorded_seconds(exp: Experiment, names: list[str]) -> dict[str, Any]:
   return {"prune_s": sum(prune), "prunes": len(prune), "code_s": sum(code), "code_cells": len(code),
           "ppl_s": sum(ppl), "ppl_cells_timed": len(ppl), "untimed_cells": untimed,
           "total_s": sum(prune) + sum(code) + sum(ppl)}
+
+
+def compute_line(compute: dict) -> str:
+  """The compute the cached results record, with the untimed perplexity cells at the timed ones' mean."""
+  hours = lambda seconds: f"{seconds / 3600:.1f} h"  # noqa: E731
+  line = (f"Compute time recorded by the cached results (each unit's latest making, summed over every run of this"
+          f" command): {hours(compute['total_s'])}: {compute['prunes']} prunes {hours(compute['prune_s'])},"
+          f" {compute['code_cells']} HumanEval cells {hours(compute['code_s'])},"
+          f" {compute['ppl_cells_timed']} perplexity cells {hours(compute['ppl_s'])}")
+  if compute["untimed_cells"] and compute["ppl_cells_timed"]:
+    each = compute["ppl_s"] / compute["ppl_cells_timed"]
+    line += (f"; {compute['untimed_cells']} perplexity cells made before their time was recorded, at the timed"
+             f" cells' mean ({each / 60:.1f} min), add about {hours(each * compute['untimed_cells'])}")
+  elif compute["untimed_cells"]:
+    line += f"; {compute['untimed_cells']} perplexity cells made before their time was recorded are not counted"
+  return line + "."

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from _distances import mask_distances_cached  # noqa: E402
-from _reproduce import Experiment, evaluate_cached, lazy_run, parse_args, recorded_seconds  # noqa: E402
+from _reproduce import Experiment, compute_line, evaluate_cached, lazy_run, parse_args, recorded_seconds  # noqa: E402
 
 CALIB = ("python", "java", "cpp", "javascript", "english", "generic")
 EVAL = ("python", "java", "cpp", "javascript", "english")
@@ -79,7 +79,7 @@ def _markdown(exp: Experiment, results: dict, distances: dict | None, elapsed: f
       f" evaluation: {exp.eval_windows} held-out windows of {exp.seqlen} tokens per domain"
       f" (files disjoint from the calibration files); seeds {', '.join(map(str, exp.seeds))}.",
       "",
-      _compute_line(compute),
+      compute_line(compute),
   ]
   if not complete["all"]:
     lines += ["", f"**Partial**: {complete['code_cells']} of {complete['code_cells_wanted']} HumanEval cells and"
@@ -139,22 +139,6 @@ def _markdown(exp: Experiment, results: dict, distances: dict | None, elapsed: f
     lines.append(f"| {pair} | {value:.4f} |")
   lines += ["", "Per-layer curves: `layers_within_vs_across.png`; full report: `compare/index.html`."]
   return "\n".join(lines) + "\n"
-
-
-def _compute_line(compute: dict) -> str:
-  """The compute the cached results record, with the untimed perplexity cells at the timed ones' mean."""
-  hours = lambda seconds: f"{seconds / 3600:.1f} h"  # noqa: E731
-  line = (f"Compute time recorded by the cached results (each unit's latest making, summed over every run of this"
-          f" command): {hours(compute['total_s'])}: {compute['prunes']} prunes {hours(compute['prune_s'])},"
-          f" {compute['code_cells']} HumanEval cells {hours(compute['code_s'])},"
-          f" {compute['ppl_cells_timed']} perplexity cells {hours(compute['ppl_s'])}")
-  if compute["untimed_cells"] and compute["ppl_cells_timed"]:
-    each = compute["ppl_s"] / compute["ppl_cells_timed"]
-    line += (f"; {compute['untimed_cells']} perplexity cells made before their time was recorded, at the timed"
-             f" cells' mean ({each / 60:.1f} min), add about {hours(each * compute['untimed_cells'])}")
-  elif compute["untimed_cells"]:
-    line += f"; {compute['untimed_cells']} perplexity cells made before their time was recorded are not counted"
-  return line + "."
 
 
 def _cell(entry: dict | None) -> str:
