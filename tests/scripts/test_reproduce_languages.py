@@ -172,16 +172,6 @@ def test_code_cells_keep_their_reports_and_solved_problems(reproduction):
   assert set(report["results"]["paired"]) == set(reproduce_languages.HUMANEVAL)
 
 
-def test_paired_test_is_mcnemars_exact_test():
-  a = {"problems": 10, "solved": ["1", "2", "3", "4", "5"]}
-  b = {"problems": 10, "solved": ["1", "6"]}
-  r = reproduce_languages.paired_test(a, b)
-  assert (r["only_a"], r["only_b"]) == (4, 1) and r["difference"] == pytest.approx(0.3)
-  assert r["p"] == pytest.approx(2 * (1 + 5) / 2**5)  # two-sided exact binomial of 4 in 5 at 1/2
-  assert reproduce_languages.paired_test(a, a)["p"] == 1.0
-  assert reproduce_languages.paired_test(a, {"problems": 10, "pass@1": 0.2}) is None  # no per-problem results
-
-
 def test_table4_preset_sets_the_measurement_and_explicit_flags_win():
   from _reproduce import parse_args
 
@@ -312,35 +302,3 @@ def test_prune_first_prunes_every_first_seed_sub_model_before_any_cell(reproduct
                             "--seqlen", "32", "--eval-windows", "2", "--limit", "1", "--max-new-tokens", "4",
                             "--calib", "python", "java", "--baselines", "--prune-first"])
   assert pruned_when_evaluated[0] == ["wanda50-java-s7", "wanda50-python-s7"]
-
-
-def test_pooled_test_is_the_exact_sign_test_for_two_sub_models():
-  from scipy.stats import binomtest
-
-  ids = [f"HumanEval/{i}" for i in range(40)]
-  java = {"problems": 40, "solved": ids[:12] + ids[20:25]}  # 12 only-diagonal, 5 both
-  python = {"problems": 40, "solved": ids[20:28]}  # 3 only-other
-  he = {"dense": {}, "wanda50-java": {"humaneval-java": java}, "wanda50-python": {"humaneval-java": python}}
-  problems = {t: ids for t in reproduce_languages.HUMANEVAL}
-  pooled = reproduce_languages.pooled_test(he, problems)
-  assert pooled["columns"] == ["humaneval-java"] and pooled["problems"] == 40
-  assert pooled["advantage"] == pytest.approx((12 - 3) / 40) and pooled["diagonal_best"] == 1
-  assert pooled["p"] == pytest.approx(binomtest(12, 15, 0.5, alternative="greater").pvalue, abs=0.006)
-  assert pooled["ci95"][0] < pooled["advantage"] < pooled["ci95"][1]
-  same = reproduce_languages.pooled_test({"wanda50-java": {"humaneval-java": java},
-                                          "wanda50-python": {"humaneval-java": java}}, problems)
-  assert same["advantage"] == 0 and same["p"] == 1.0
-  assert reproduce_languages.pooled_test({"wanda50-java": {"humaneval-java": java}}, problems) is None
-
-
-def test_pooled_test_shuffles_a_problems_translations_together():
-  ids = [f"HumanEval/{i}" for i in range(30)]
-  # the Java sub-model solves 0-9 in Java, the Python sub-model 0-9 in Python: the same problems, so one
-  # shuffle per problem moves both columns' results at once
-  he = {"wanda50-java": {"humaneval-java": {"problems": 30, "solved": ids[:10]}, "humaneval": {"problems": 30, "solved": []}},
-        "wanda50-python": {"humaneval-java": {"problems": 30, "solved": []}, "humaneval": {"problems": 30, "solved": ids[:10]}}}
-  pooled = reproduce_languages.pooled_test(he, {t: ids for t in reproduce_languages.HUMANEVAL}, resamples=2000)
-  assert pooled["columns"] == ["humaneval", "humaneval-java"] and pooled["problems"] == 60
-  assert pooled["advantage"] == pytest.approx(20 / 60) and pooled["diagonal_best"] == 2
-  # a shuffle gives each of the 10 problems +2/60 or -2/60 at once: p = P(all 10 positive) = 2**-10
-  assert pooled["p"] == pytest.approx(1 / 1024, abs=0.0015)
