@@ -83,9 +83,11 @@ def _markdown(exp: Experiment, results: dict, distances: dict | None, elapsed: f
       compute_line(compute),
   ]
   if not complete["all"]:
+    baselines = (f" (dense and Wanda), {complete['baseline_cells']} of {complete['baseline_cells_wanted']}"
+                 " baseline cells" if complete["baseline_cells_wanted"] else "")
     lines += ["", f"**Partial**: {complete['code_cells']} of {complete['code_cells_wanted']} HumanEval cells and"
-              f" {complete['ppl_cells']} of {complete['ppl_cells_wanted']} perplexity cells are in (– marks the"
-              " others); rerun the command to continue from the cached cells."]
+              f" {complete['ppl_cells']} of {complete['ppl_cells_wanted']} perplexity cells{baselines} are in (–"
+              " marks the others); rerun the command to continue from the cached cells."]
   lines += [
       "",
       "## Held-out perplexity (Wanda, 50% unstructured; mean ± std over seeds)",
@@ -295,6 +297,7 @@ def main(argv: list[str] | None = None) -> None:
   distances = mask_distances_cached(exp, wanda_runs, wanda_names, compute=compute)
 
   baseline_names: list[str] = []
+  baseline_wanted = 0
   for key in args.baselines:
     label, options = BASELINES[key]
     for c in ((None,) if key == "magnitude" else calib):
@@ -304,6 +307,7 @@ def main(argv: list[str] | None = None) -> None:
       own = [t for t in HUMANEVAL if LANGUAGE_OF[t] == c]
       he = {"none": (), "own": tuple(dict.fromkeys(own + ["humaneval"])) if own else (), "all": HUMANEVAL}
       ev = cells(run, name, ppl_tasks + he[args.baseline_humaneval])
+      baseline_wanted += len(ppl_tasks + he[args.baseline_humaneval])
       cells_he = {t: ev[t] for t in he[args.baseline_humaneval] if t in ev}
       wanda_he = results["humaneval"].get(f"wanda50-{c}", {})
       results["baselines"][f"{label} · {c or 'no calibration'}"] = {
@@ -325,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
   elapsed = time.perf_counter() - start
   compute_time = recorded_seconds(exp, [n for names in wanda_names.values() for n in names] + baseline_names)
   payload = {"experiment": exp.record(), "results": results, "distances": distances,
-             "elapsed_s": elapsed, "compute": compute_time, "complete": _complete(results, calib, args)}
+             "elapsed_s": elapsed, "compute": compute_time, "complete": _complete(results, calib, args, baseline_wanted)}
   from jaxprune.store import write_json_atomic
 
   write_json_atomic(exp.out / "languages.json", payload)
@@ -335,15 +339,17 @@ def main(argv: list[str] | None = None) -> None:
   print(markdown)
 
 
-def _complete(results: dict, calib: tuple[str, ...], args) -> dict[str, Any]:
+def _complete(results: dict, calib: tuple[str, ...], args, baseline_wanted: int) -> dict[str, Any]:
   """How many of the cells this run asks for are in the tables (all of them once the run has finished)."""
   he = results["humaneval"]
   code = sum(len(row) for row in he.values())
   ppl = sum(len(v) for c in calib for v in results["wanda"][c]["ppl"].values()) + len(results["dense"]["ppl"])
   wanted_code = len(HUMANEVAL) * (1 + len(calib))
   wanted_ppl = len(EVAL) * (1 + len(calib) * len(args.seeds))
+  baseline = sum(len(row["ppl"]) + len(row["humaneval"]) for row in results["baselines"].values())
   return {"code_cells": code, "code_cells_wanted": wanted_code, "ppl_cells": ppl, "ppl_cells_wanted": wanted_ppl,
-          "all": code == wanted_code and ppl == wanted_ppl}
+          "baseline_cells": baseline, "baseline_cells_wanted": baseline_wanted,
+          "all": code == wanted_code and ppl == wanted_ppl and baseline == baseline_wanted}
 
 
 if __name__ == "__main__":

@@ -62,6 +62,9 @@ def test_every_table_is_filled(reproduction):
   assert distances["within_pairs"] == len(reproduce_languages.CALIB)  # one pair of seeds per domain
   assert distances["across_pairs"] == 2 * 15  # 6 domains choose 2, per seed
   assert 0 < distances["within_mean"] < 1 and 0 < distances["across_mean"] < 1
+  complete = report["complete"]
+  assert complete["all"] and complete["baseline_cells"] == complete["baseline_cells_wanted"] == 5 * (2 * 6 + 1)
+  assert "**Partial**" not in (out / "languages.md").read_text()
 
 
 def test_compute_time_sums_every_cached_unit(reproduction):
@@ -274,10 +277,13 @@ def test_sampled_cells_and_cached_only_tables(reproduction, tmp_path):
   # cached only, with a seed nothing was made for: its cells are missing, nothing is pruned or evaluated
   before = sorted(p.name for p in (copy / "runs").iterdir())
   partial = [*args[:7], "2", *args[7:]]  # --seeds 0 1 2
-  reproduce_languages.main([*partial, "--calib", "python", "java", "--baselines", "--cached-only"])
+  reproduce_languages.main([*partial, "--calib", "python", "java", "--baselines", "sparsegpt", "--baseline-humaneval",
+                            "own", "--cached-only"])
   assert sorted(p.name for p in (copy / "runs").iterdir()) == before
   markdown = (copy / "languages.md").read_text()
-  assert "**Partial**: 12 of 12 HumanEval cells and 25 of 35 perplexity cells" in markdown, markdown
+  # the SparseGPT sub-models' perplexities are cached, their HumanEval cells (python; java and python) are not
+  assert ("**Partial**: 12 of 12 HumanEval cells and 25 of 35 perplexity cells (dense and Wanda), 10 of 13 baseline"
+          " cells are in") in markdown, markdown
   # the distances of the seeds made so far: python and java, each within (seeds 0-1) and across (seeds 0, 1)
   assert "**Partial**: 4 of 9 pairs are made" in markdown
   assert json.loads((copy / "languages.json").read_text())["complete"]["all"] is False
