@@ -306,8 +306,9 @@ def main(argv: list[str] | None = None) -> None:
       run = lazy_run(exp, name, c, args.seeds[0], **options)
       own = [t for t in HUMANEVAL if LANGUAGE_OF[t] == c]
       he = {"none": (), "own": tuple(dict.fromkeys(own + ["humaneval"])) if own else (), "all": HUMANEVAL}
-      ev = cells(run, name, ppl_tasks + he[args.baseline_humaneval])
-      baseline_wanted += len(ppl_tasks + he[args.baseline_humaneval])
+      tasks = ppl_tasks + he[args.baseline_humaneval]
+      ev = cells(run, name, tasks)
+      baseline_wanted += len(tasks)
       cells_he = {t: ev[t] for t in he[args.baseline_humaneval] if t in ev}
       wanda_he = results["humaneval"].get(f"wanda50-{c}", {})
       results["baselines"][f"{label} · {c or 'no calibration'}"] = {
@@ -328,8 +329,8 @@ def main(argv: list[str] | None = None) -> None:
 
   elapsed = time.perf_counter() - start
   compute_time = recorded_seconds(exp, [n for names in wanda_names.values() for n in names] + baseline_names)
-  payload = {"experiment": exp.record(), "results": results, "distances": distances,
-             "elapsed_s": elapsed, "compute": compute_time, "complete": _complete(results, calib, args, baseline_wanted)}
+  payload = {"experiment": exp.record(), "results": results, "distances": distances, "elapsed_s": elapsed,
+             "compute": compute_time, "complete": _complete(results, calib, args, baseline_wanted)}
   from jaxprune.store import write_json_atomic
 
   write_json_atomic(exp.out / "languages.json", payload)

@@ -1,4 +1,4 @@
-"""jaxprune.pruning.sparsegpt against a straightforward port of the official SparseGPT (tests/reference_sparsegpt.py)."""
+"""jaxprune.pruning.sparsegpt against a port of the official SparseGPT (tests/reference_sparsegpt.py)."""
 
 from __future__ import annotations
 

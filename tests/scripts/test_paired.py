@@ -46,8 +46,9 @@ def test_pooled_test_shuffles_a_problems_translations_together():
   ids = [f"HumanEval/{i}" for i in range(30)]
   # the Java sub-model solves 0-9 in Java, the Python sub-model 0-9 in Python: the same problems, so one
   # shuffle per problem moves both columns' results at once
-  he = {"wanda50-java": {"humaneval-java": {"problems": 30, "solved": ids[:10]}, "humaneval": {"problems": 30, "solved": []}},
-        "wanda50-python": {"humaneval-java": {"problems": 30, "solved": []}, "humaneval": {"problems": 30, "solved": ids[:10]}}}
+  first, none = {"problems": 30, "solved": ids[:10]}, {"problems": 30, "solved": []}
+  he = {"wanda50-java": {"humaneval-java": first, "humaneval": none},
+        "wanda50-python": {"humaneval-java": none, "humaneval": first}}
   pooled = pooled_test(he, {t: ids for t in HUMANEVAL}, LANGUAGE_OF, resamples=2000)
   assert pooled["columns"] == ["humaneval", "humaneval-java"] and pooled["problems"] == 60
   assert pooled["advantage"] == pytest.approx(20 / 60) and pooled["diagonal_best"] == 2
